@@ -116,7 +116,7 @@ impl GenResponse {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error(
         "prompt has {needed} tokens but model '{model}' has a context length of {limit} tokens"

@@ -1,0 +1,147 @@
+//! Allocation policies behind one trait. A policy first decides whether a question is worth
+//! decomposing at all (or answered directly by one model), then picks a pool model for each
+//! subtask, including the final synthesis step.
+//!
+//! Baselines: `direct:<model>`, `fixed:<model>`, `random[:seed]`, `llm-rated:<model>`.
+//! The learned router implements the same trait: its inputs (question, plan, subtask, the
+//! answers it depends on) and output (model index plus a score) are all here.
+
+mod baselines;
+mod rated;
+
+use async_trait::async_trait;
+use r2_decomposer::{Plan, Subtask, TaskFamily};
+use r2_pool::{GenRequest, Pool, PoolCall};
+
+pub use baselines::{DirectPolicy, FixedPolicy, RandomPolicy};
+pub use rated::LlmRatedPolicy;
+
+/// What a policy decides before any decomposition happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// Answer with one model, chain of thought, no decomposition.
+    Direct { model: usize, score: f64 },
+    /// Ask the decomposer for a plan, then allocate each step.
+    Decompose,
+}
+
+/// Which kind of step is being allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Subtask,
+    /// The final step that combines the subtask results into the answer.
+    Synthesis,
+}
+
+/// Everything a policy may look at to allocate one step.
+pub struct StepContext<'a> {
+    pub question: &'a str,
+    pub family: TaskFamily,
+    pub plan: &'a Plan,
+    pub subtask: &'a Subtask,
+    pub kind: StepKind,
+    /// (subtask id, result) of the steps this one depends on, finished before it runs.
+    pub answers: &'a [(usize, String)],
+    pub pool: &'a Pool,
+}
+
+/// A model call a policy made to reach its decision (e.g. a difficulty rating): it costs
+/// money like any other call and is shown in the trace.
+#[derive(Debug, Clone)]
+pub struct AuxCall {
+    pub purpose: String,
+    pub request: GenRequest,
+    pub call: PoolCall,
+}
+
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    pub model: usize,
+    /// The policy's own score for its choice (a rating, a probability of success...).
+    pub score: f64,
+    pub aux_calls: Vec<AuxCall>,
+    pub warnings: Vec<String>,
+}
+
+impl Allocation {
+    pub fn plain(model: usize, score: f64) -> Self {
+        Self {
+            model,
+            score,
+            aux_calls: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed] or llm-rated:<model>)")]
+    UnknownPolicy(String),
+    #[error("{0}")]
+    UnknownModel(String),
+    #[error("policy '{policy}': {reason}")]
+    Invalid { policy: String, reason: String },
+    #[error("policy call failed: {0}")]
+    Call(String),
+}
+
+impl PolicyError {
+    /// Bad user input rather than a runtime failure.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(self, PolicyError::Call(_))
+    }
+}
+
+#[async_trait]
+pub trait Policy: Send + Sync {
+    /// The name this policy was built from, e.g. `fixed:qwen2.5-coder-0.5b`.
+    fn name(&self) -> String;
+
+    /// Decide whether to decompose. Baselines that always decompose keep the default.
+    async fn route(
+        &self,
+        _question: &str,
+        _family: TaskFamily,
+        _pool: &Pool,
+    ) -> Result<Route, PolicyError> {
+        Ok(Route::Decompose)
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError>;
+}
+
+/// Build a policy from its name. Model ids are checked against the pool here, so a typo
+/// fails before any model runs.
+pub fn parse_policy(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyError> {
+    let name = name.trim();
+    let (kind, arg) = match name.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (name, None),
+    };
+    let model = |arg: Option<&str>| -> Result<usize, PolicyError> {
+        let id = arg
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| PolicyError::Invalid {
+                policy: name.to_string(),
+                reason: format!("needs a model id, e.g. {kind}:{}", pool.id(pool.len() - 1)),
+            })?;
+        pool.config.require(id).map_err(PolicyError::UnknownModel)
+    };
+    Ok(match kind {
+        "direct" => Box::new(DirectPolicy::new(model(arg)?)),
+        "fixed" => Box::new(FixedPolicy::new(model(arg)?)),
+        "llm-rated" => Box::new(LlmRatedPolicy::new(model(arg)?)),
+        "random" => {
+            let seed = match arg {
+                None | Some("") => 0,
+                Some(s) => s.parse().map_err(|_| PolicyError::Invalid {
+                    policy: name.to_string(),
+                    reason: format!("seed '{s}' is not a non-negative integer"),
+                })?,
+            };
+            Box::new(RandomPolicy::new(seed))
+        }
+        _ => return Err(PolicyError::UnknownPolicy(name.to_string())),
+    })
+}

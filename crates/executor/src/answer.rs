@@ -1,0 +1,243 @@
+//! Pulling the marked result out of free text. Model output is untrusted: every function
+//! here returns something sensible for any input and never panics.
+
+use r2_decomposer::TaskFamily;
+
+use crate::prompts::{ANSWER_MARKER, RESULT_MARKER};
+
+/// The text after the last `marker` (case-insensitive, tolerant of markdown bold and
+/// of the marker standing alone on its line with the value on the next).
+pub fn after_marker(text: &str, marker: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let m = marker.to_ascii_lowercase();
+    let pos = lower.rfind(&m)?;
+    let rest = &text[pos + marker.len()..];
+    let rest = rest.trim_start_matches(['*', '_', ' ', '\t']);
+    let line = rest
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && l.trim_matches(['*', '_']).len() > 0)?;
+    let cleaned = clean(line);
+    (!cleaned.is_empty()).then_some(cleaned)
+}
+
+fn clean(s: &str) -> String {
+    let s = s.trim().trim_matches(['*', '_', '`']).trim();
+    let s = s.strip_suffix('.').unwrap_or(s);
+    s.trim().to_string()
+}
+
+/// Content of the last `\boxed{...}`, brace-balanced.
+pub fn last_boxed(text: &str) -> Option<String> {
+    let start = text.rfind("\\boxed{")? + "\\boxed{".len();
+    let mut depth = 1usize;
+    for (i, c) in text[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(text[start..start + i].trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The last number in the text (commas between digit groups allowed), normalised.
+pub fn last_number(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut end = bytes.len();
+    while end > 0 {
+        // find the end of the last digit run
+        while end > 0 && !bytes[end - 1].is_ascii_digit() {
+            end -= 1;
+        }
+        if end == 0 {
+            return None;
+        }
+        let mut start = end;
+        while start > 0
+            && (bytes[start - 1].is_ascii_digit()
+                || bytes[start - 1] == b'.'
+                || bytes[start - 1] == b',')
+        {
+            start -= 1;
+        }
+        let raw = text[start..end].trim_start_matches(['.', ',']);
+        let neg = start > 0 && bytes[start - 1] == b'-';
+        let digits: String = raw.chars().filter(|c| *c != ',').collect();
+        if !digits.is_empty() {
+            return Some(if neg { format!("-{digits}") } else { digits });
+        }
+        end = start;
+    }
+    None
+}
+
+/// A step's result: after `RESULT:`, else the last non-empty line.
+pub fn step_result(text: &str) -> String {
+    after_marker(text, RESULT_MARKER)
+        .or_else(|| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .last()
+                .map(clean)
+        })
+        .unwrap_or_default()
+}
+
+/// The final answer in the family's format.
+pub fn final_answer(family: TaskFamily, text: &str) -> String {
+    let marked = after_marker(text, ANSWER_MARKER);
+    match family {
+        TaskFamily::Math => marked
+            .map(|m| last_boxed(&m).unwrap_or(m))
+            .or_else(|| last_boxed(text))
+            .or_else(|| after_marker(text, "the answer is"))
+            .or_else(|| last_number(text))
+            .map(|a| a.trim_start_matches('$').trim().to_string())
+            .unwrap_or_default(),
+        TaskFamily::MultipleChoice => marked
+            .as_deref()
+            .and_then(choice_letter)
+            .or_else(|| {
+                after_marker(text, "answer is")
+                    .as_deref()
+                    .and_then(choice_letter)
+            })
+            .or_else(|| text.lines().rev().find_map(choice_letter))
+            .unwrap_or_default(),
+        TaskFamily::Code => last_code_block(text).unwrap_or_else(|| text.trim().to_string()),
+        _ => marked
+            .or_else(|| after_marker(text, "the answer is"))
+            .or_else(|| {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .last()
+                    .map(clean)
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A standalone option letter A–E: "C", "(C)", "C)", "C.", "option C", "**C**".
+pub fn choice_letter(s: &str) -> Option<String> {
+    let t = s.trim().trim_matches(['*', '_', '`']).trim();
+    let words: Vec<&str> = t
+        .split(|c: char| c.is_whitespace() || "()[]:.,*".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    // Prefer a single-letter token; the first one wins ("C) cat" → C).
+    words
+        .iter()
+        .find(|w| {
+            w.len() == 1
+                && ("A"..="E").contains(&w.to_ascii_uppercase().as_str())
+                && w.chars().all(|c| c.is_ascii_uppercase())
+        })
+        .map(|w| w.to_string())
+}
+
+/// The last fenced code block's body.
+pub fn last_code_block(text: &str) -> Option<String> {
+    let start = text.rfind("```")?;
+    let before = &text[..start];
+    let open = before.rfind("```")?;
+    let body = &text[open + 3..start];
+    let body = body
+        .split_once('\n')
+        .map(|(lang, rest)| {
+            if lang.trim().chars().all(|c| c.is_alphanumeric()) {
+                rest
+            } else {
+                body
+            }
+        })
+        .unwrap_or(body);
+    let body = body.trim_end();
+    (!body.trim().is_empty()).then(|| body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(family: TaskFamily, text: &str, expect: &str) {
+        assert_eq!(final_answer(family, text), expect, "input: {text:?}");
+    }
+
+    #[test]
+    fn math_answers() {
+        use TaskFamily::Math;
+        check(Math, "3 + 4 = 7\nANSWER: 7", "7");
+        check(Math, "so **ANSWER:** $1,200.", "1,200");
+        check(Math, "ANSWER:\n\\boxed{\\frac{1}{2}}", "\\frac{1}{2}");
+        check(Math, "We get \\boxed{42} as the result", "42");
+        check(Math, "Thus the answer is 18.", "18");
+        check(Math, "She pays 3 * 5 = 15 dollars, then 15 - 2 = 13", "13");
+        check(Math, "no digits here", "");
+        check(Math, "", "");
+    }
+
+    #[test]
+    fn choice_answers() {
+        use TaskFamily::MultipleChoice;
+        check(MultipleChoice, "A person would... ANSWER: (C) bank", "C");
+        check(MultipleChoice, "ANSWER: **B**", "B");
+        check(MultipleChoice, "I think the answer is E.", "E");
+        check(MultipleChoice, "Reasoning...\nD", "D");
+        check(MultipleChoice, "nothing", "");
+    }
+
+    #[test]
+    fn step_results() {
+        assert_eq!(step_result("First 3*4=12.\nRESULT: 12 apples"), "12 apples");
+        assert_eq!(step_result("**Result:** 5."), "5");
+        assert_eq!(step_result("just text\nlast line"), "last line");
+        assert_eq!(step_result(""), "");
+    }
+
+    #[test]
+    fn numbers_and_code() {
+        assert_eq!(
+            last_number("total -5 and 1,234.5 dollars").as_deref(),
+            Some("1234.5")
+        );
+        assert_eq!(last_number("was -3").as_deref(), Some("-3"));
+        assert_eq!(last_number("v1. end.").as_deref(), Some("1"));
+        assert_eq!(
+            last_code_block("x\n```python\ndef f():\n    return 1\n```\nANSWER: done").as_deref(),
+            Some("def f():\n    return 1")
+        );
+        assert_eq!(last_code_block("no code"), None);
+        assert_eq!(last_boxed("\\boxed{a{b}c} and \\boxed{x"), None);
+        assert_eq!(last_boxed("\\boxed{a{b}c}").as_deref(), Some("a{b}c"));
+    }
+
+    #[test]
+    fn never_panics_on_odd_unicode() {
+        for s in [
+            "ANSWER:é",
+            "é\\boxed{",
+            "RESULT:",
+            "ANSWER:   \n\n",
+            "```",
+            "–5",
+        ] {
+            for f in [
+                TaskFamily::Math,
+                TaskFamily::MultipleChoice,
+                TaskFamily::Code,
+                TaskFamily::General,
+            ] {
+                let _ = final_answer(f, s);
+            }
+            let _ = step_result(s);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Models whose source is a file on this machine. They are used in place and never copied
+//! or replaced, so every fault (missing, changed, not GGUF) is an input error for the user
+//! to fix, not something to repair by fetching.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use r2_pool::ModelSpec;
+
+use crate::cache::ModelCache;
+use crate::error::{Ctx, ModelError};
+use crate::progress::bytes_bar;
+use crate::verify::{hash_file, is_gguf, not_gguf, read_head, remove_marker, Marker};
+
+impl ModelCache {
+    /// A local file is never copied or replaced: it is checked, and any fault is the
+    /// user's to fix.
+    pub(crate) fn ensure_local(
+        &self,
+        ctx: &Ctx,
+        spec: &ModelSpec,
+        path: &Path,
+        progress: bool,
+    ) -> Result<PathBuf, ModelError> {
+        drop(open_local(ctx, path)?);
+        if let Some(pin) = spec.sha256.as_deref() {
+            let marker = self.marker_for(spec);
+            let vouched = Marker::read(&marker).is_some_and(|m| m.vouches_for(path, pin));
+            if !vouched {
+                let len = fs::metadata(path).ok().map(|m| m.len());
+                let bar = bytes_bar(progress, len, format!("{} (verify)", ctx.model));
+                let (sha, _, _) = hash_file(path, &bar).map_err(|e| local_err(ctx, path, e))?;
+                bar.finish_and_clear();
+                if !sha.eq_ignore_ascii_case(pin) {
+                    let _ = remove_marker(&marker);
+                    return Err(ctx.mismatch(
+                        format!("local file {}", path.display()),
+                        pin,
+                        &sha,
+                        false,
+                    ));
+                }
+                let _ = Marker::of(path, &sha).and_then(|m| m.write(&marker));
+            }
+        }
+        let head = read_head(path).map_err(|e| local_err(ctx, path, e))?;
+        if !is_gguf(&head) {
+            return Err(not_gguf(
+                ctx,
+                format!("local file {}", path.display()),
+                &head,
+            ));
+        }
+        Ok(path.to_path_buf())
+    }
+}
+
+/// Opens a local model file, mapping failures to input errors.
+pub(crate) fn open_local(ctx: &Ctx, path: &Path) -> Result<File, ModelError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(local_err(
+                ctx,
+                path,
+                io::Error::other("is a directory, not a model file"),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(local_err(ctx, path, e)),
+    }
+    File::open(path).map_err(|e| local_err(ctx, path, e))
+}
+
+fn local_err(ctx: &Ctx, path: &Path, e: io::Error) -> ModelError {
+    if e.kind() == io::ErrorKind::NotFound {
+        ModelError::LocalMissing {
+            model: ctx.model.clone(),
+            path: path.to_path_buf(),
+        }
+    } else {
+        ModelError::LocalUnreadable {
+            model: ctx.model.clone(),
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
