@@ -74,7 +74,12 @@ pub async fn run(config_path: Option<&Path>, action: ModelsAction) -> Result<()>
                 let mut bad = Vec::new();
                 for m in select(&config.models, &ids)? {
                     match cache.verify(m, true) {
-                        Ok(report) => println!("{}: {report}", m.id),
+                        Ok(report) => {
+                            println!("{}: {report}", m.id);
+                            if !report.is_ok() {
+                                bad.push(m.id.clone());
+                            }
+                        }
                         Err(e) => {
                             println!("{}: {e}", m.id);
                             bad.push(m.id.clone());

@@ -66,7 +66,11 @@ pub fn synthesis(
         question.trim()
     );
     for (id, text, result) in steps {
-        user.push_str(&format!("{id}. {}: {}\n", text.trim(), result.trim()));
+        user.push_str(&format!(
+            "{id}. {} Result: {}\n",
+            text.trim(),
+            result.trim()
+        ));
     }
     user.push_str("\nUse the notes (check them) to answer the question.");
     vec![

@@ -272,7 +272,14 @@ impl PoolConfig {
             });
         }
         let profiles = profiles.unwrap_or_default();
-        let price_profile = raw.price_profile.unwrap_or_else(|| profiles[0].clone());
+        // Without an explicit choice: `compute` (what a self-hoster pays) when defined.
+        let price_profile = raw.price_profile.unwrap_or_else(|| {
+            if profiles.iter().any(|p| p == "compute") {
+                "compute".to_string()
+            } else {
+                profiles[0].clone()
+            }
+        });
         if !profiles.contains(&price_profile) {
             return Err(invalid(
                 "price_profile".into(),

