@@ -90,7 +90,10 @@ mod tests {
         let stops = vec!["\nQuestion:".to_string(), "###".to_string()];
         assert_eq!(find_stop("answer 4\nQuestion: next", &stops, 12), Some(8));
         // A stop string that ended before the new piece was already checked.
-        assert_eq!(find_stop("answer 4\nQuestion: next and more text", &stops, 30), None);
+        assert_eq!(
+            find_stop("answer 4\nQuestion: next and more text", &stops, 30),
+            None
+        );
         assert_eq!(find_stop("abc##", &stops, 4), None);
         assert_eq!(find_stop("abc###", &stops, 5), Some(3));
         assert_eq!(find_stop("é###", &stops, 3), Some(2));
