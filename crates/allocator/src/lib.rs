@@ -128,7 +128,7 @@ pub fn parse_policy(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyEr
             })?;
         pool.config.require(id).map_err(PolicyError::UnknownModel)
     };
-    Ok(match kind {
+    let inner: Box<dyn Policy> = match kind {
         "direct" => Box::new(DirectPolicy::new(model(arg)?)),
         "fixed" => Box::new(FixedPolicy::new(model(arg)?)),
         "llm-rated" => Box::new(LlmRatedPolicy::new(model(arg)?)),
@@ -143,5 +143,41 @@ pub fn parse_policy(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyEr
             Box::new(RandomPolicy::new(seed))
         }
         _ => return Err(PolicyError::UnknownPolicy(name.to_string())),
-    })
+    };
+    // Report the policy under the name it was asked for (model ids, not indices), with
+    // defaults made explicit so equal policies have equal names.
+    let canonical = match (kind, arg) {
+        ("random", None | Some("")) => "random:0".to_string(),
+        _ => name.to_string(),
+    };
+    Ok(Box::new(Named {
+        name: canonical,
+        inner,
+    }))
+}
+
+/// A policy reported under the name it was built from.
+struct Named {
+    name: String,
+    inner: Box<dyn Policy>,
+}
+
+#[async_trait]
+impl Policy for Named {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn route(
+        &self,
+        question: &str,
+        family: TaskFamily,
+        pool: &Pool,
+    ) -> Result<Route, PolicyError> {
+        self.inner.route(question, family, pool).await
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
+        self.inner.allocate(step).await
+    }
 }

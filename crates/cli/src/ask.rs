@@ -10,7 +10,7 @@ use r2_allocator::parse_policy;
 use r2_decomposer::TaskFamily;
 use r2_executor::{Answer, ExecOptions, Executor};
 use r2_models::ModelCache;
-use r2_pool::PoolConfig;
+use r2_pool::{PoolConfig, Sampling};
 use r2_runtime::{build_pool, RuntimeOptions};
 
 use crate::args::AskArgs;
@@ -52,6 +52,20 @@ pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {
         })?,
         None => TaskFamily::guess(&question),
     };
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        return Err(input_error(format!(
+            "--temperature {} must be a number ≥ 0",
+            args.temperature
+        )));
+    }
+    let sampling = if args.temperature == 0.0 {
+        Sampling::Greedy
+    } else {
+        Sampling::Temperature {
+            temperature: args.temperature,
+            seed: args.seed,
+        }
+    };
     if args.max_subtasks == 0 {
         return Err(input_error("--max-subtasks must be at least 1"));
     }
@@ -64,10 +78,12 @@ pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {
             threads: args.threads,
             progress,
         },
+        None,
     );
     let options = ExecOptions {
         max_subtasks: args.max_subtasks,
         step_timeout: Some(Duration::from_secs(args.timeout.max(1))),
+        sampling,
         ..ExecOptions::default()
     };
     let executor = Executor::new(&pool, options);

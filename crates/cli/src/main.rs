@@ -3,7 +3,9 @@
 
 mod args;
 mod ask;
+mod bench;
 mod models;
+mod speed;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -50,7 +52,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Ask(a) => ask::run(cli.config.as_deref(), a).await,
+            Command::Bench(a) => bench::run(cli.config.as_deref(), a).await,
             Command::Models { action } => models::run(cli.config.as_deref(), action).await,
+            Command::BenchSpeed(a) => speed::run(cli.config.as_deref(), a).await,
         }
     });
     match result {

@@ -10,7 +10,7 @@ use crate::args::ModelsAction;
 use crate::ask::load_config;
 use crate::input_error;
 
-fn select<'a>(models: &'a [ModelSpec], ids: &[String]) -> Result<Vec<&'a ModelSpec>> {
+pub(crate) fn select<'a>(models: &'a [ModelSpec], ids: &[String]) -> Result<Vec<&'a ModelSpec>> {
     if ids.is_empty() {
         return Ok(models.iter().collect());
     }

@@ -296,3 +296,118 @@ fn a_corrupted_cached_model_is_detected_and_refetched() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(with_home(&["models", "verify"]).status.success());
 }
+
+#[test]
+fn bench_rejects_bad_names_and_paths() {
+    let out = tempfile::tempdir().unwrap();
+    let o = run(bin()
+        .args([
+            "bench",
+            "--dataset",
+            "imagenet",
+            "--policy",
+            "random",
+            "--out",
+        ])
+        .arg(out.path()));
+    assert_input_error(&o, &["imagenet", "gsm8k"]);
+    let o = run(bin()
+        .args([
+            "bench",
+            "--data",
+            "/nonexistent/file.jsonl",
+            "--policy",
+            "random",
+            "--out",
+        ])
+        .arg(out.path()));
+    assert_input_error(&o, &["/nonexistent/file.jsonl"]);
+    let o = run(bin()
+        .args([
+            "bench",
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "1",
+            "--policy",
+            "fixed:gpt-9",
+            "--out",
+        ])
+        .arg(out.path()));
+    assert_input_error(&o, &["gpt-9"]);
+}
+
+#[test]
+fn bench_runs_a_real_model_on_real_items_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    // A user's own GSM8K-format file, with one malformed line that is reported, not fatal.
+    let data = dir.path().join("mine.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"Tom has 3 apples and buys 2 more. How many apples does he have?\", \"answer\": \"3 + 2 = 5\\n#### 5\"}\n\
+         {\"question\": \"broken\n\
+         {\"question\": \"A box holds 4 pens. How many pens are in 3 boxes?\", \"answer\": \"4 * 3 = 12\\n#### 12\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let bench = |extra: &[&str]| {
+        run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["bench", "--data"])
+            .arg(&data)
+            .args([
+                "--policy",
+                "direct:smollm2-135m",
+                "--policy",
+                "fixed:smollm2-135m",
+                "--out",
+            ])
+            .arg(&out)
+            .args(extra))
+    };
+    let o = bench(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("line 2"),
+        "the malformed line is reported: {}",
+        stderr(&o)
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("direct:smollm2-135m") && md.contains("fixed:smollm2-135m"),
+        "{md}"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for p in summary["policies"].as_array().unwrap() {
+        assert_eq!(p["items"], 2, "{p}");
+    }
+    let lines =
+        std::fs::read_to_string(out.join("direct_smollm2-135m").join("items.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(
+        first["usage"]["smollm2-135m"]["output_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        &std::fs::read(out.join("cost_accuracy.png")).unwrap()[..4],
+        b"\x89PNG"
+    );
+    assert!(out.join("cost_accuracy.svg").is_file());
+
+    // A rerun finds every item finished and runs no model.
+    let o = bench(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("direct_smollm2-135m").join("items.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+}

@@ -92,6 +92,7 @@ impl<'p> Executor<'p> {
             max_tokens,
             sampling: self.options.sampling,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 

@@ -1,8 +1,8 @@
 //! The answer and its per-step trace: the schema `ask --json` prints and the server returns.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepTrace {
     /// `"decompose"`, a subtask number (`"1"`, `"2"`...), `"synthesis"`, or an auxiliary
     /// call such as `"rate:2"` (a policy rating step 2).
@@ -19,7 +19,7 @@ pub struct StepTrace {
     pub output: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Answer {
     pub answer: String,
     pub total_cost_usd: f64,

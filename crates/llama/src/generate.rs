@@ -12,6 +12,7 @@ use llama_cpp_2::token::LlamaToken;
 use r2_pool::repetition::looping_tail;
 use r2_pool::{FinishReason, GenRequest, GenResponse, Sampling};
 
+use crate::logits::LogitSummary;
 use crate::text::{find_stop, Utf8Stream};
 
 /// How long each phase took, for throughput benchmarks.
@@ -82,13 +83,15 @@ pub fn run(
     stats.prompt_evaluated = rest.len() as u32;
     stats.prompt_time = started.elapsed();
 
+    // Greedy decoding takes the argmax that the log-probability pass finds anyway (the same
+    // choice as llama.cpp's greedy sampler, which would copy the vocabulary once more).
     let mut sampler = match request.sampling {
-        Sampling::Greedy => LlamaSampler::greedy(),
-        Sampling::Temperature { temperature, seed } => LlamaSampler::chain_simple([
+        Sampling::Greedy => None,
+        Sampling::Temperature { temperature, seed } => Some(LlamaSampler::chain_simple([
             LlamaSampler::temp(temperature.max(1e-3)),
             // llama.cpp seeds with 32 bits; fold the high half in so distinct u64 seeds differ.
             LlamaSampler::dist((seed ^ (seed >> 32)) as u32),
-        ]),
+        ])),
     };
 
     let vocab = model.vocab();
@@ -96,6 +99,7 @@ pub fn run(
         .max_tokens
         .min(n_ctx.saturating_sub(tokens.len() as u32));
     let mut out = Utf8Stream::default();
+    let mut piece = Vec::with_capacity(64);
     let mut logprobs = Vec::with_capacity(budget as usize);
     let mut finish = FinishReason::Length;
     let mut logits_index = batch.n_tokens() - 1;
@@ -107,21 +111,27 @@ pub fn run(
             return Err("cancelled".into());
         }
         let logits = ctx.get_logits_ith(logits_index);
-        let token = sampler.sample(ctx, logits_index);
-        logprobs.push(log_softmax_at(logits, token.0 as usize));
+        let summary = LogitSummary::of(logits);
+        let token = match sampler.as_mut() {
+            Some(sampler) => sampler.sample(ctx, logits_index),
+            None => LlamaToken(summary.argmax as i32),
+        };
+        logprobs.push(summary.logprob(logits, token.0 as usize));
         generated += 1;
-        if vocab.is_eog(token) {
+        if vocab.is_eog(token) && !request.ignore_eos {
             finish = FinishReason::Stop;
             break;
         }
         let before = out.text.len();
-        out.push(&vocab.token_to_piece(token, false, None));
+        piece.clear();
+        vocab.token_to_piece_into(token, &mut piece, false, None);
+        out.push(&piece);
         if let Some(cut) = find_stop(&out.text, &request.stop, before) {
             out.text.truncate(cut);
             finish = FinishReason::StopString;
             break;
         }
-        if generated % REPETITION_CHECK_EVERY == 0 {
+        if !request.ignore_eos && generated % REPETITION_CHECK_EVERY == 0 {
             if let Some(keep) = looping_tail(&out.text) {
                 out.text.truncate(keep);
                 finish = FinishReason::Repetition;
@@ -152,30 +162,4 @@ pub fn run(
         finish,
     };
     Ok((response, stats))
-}
-
-/// Natural-log probability of `index` under the softmax of `logits`.
-fn log_softmax_at(logits: &[f32], index: usize) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    match logits.get(index) {
-        Some(&l) => ((l - max) as f64 - sum.ln()) as f32,
-        None => f32::NEG_INFINITY,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_softmax_at;
-
-    #[test]
-    fn log_softmax_matches_definition() {
-        let logits = [1.0f32, 2.0, 3.0];
-        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
-        for (i, &l) in logits.iter().enumerate() {
-            let expect = (l as f64).exp() / z;
-            assert!((log_softmax_at(&logits, i).exp() as f64 - expect).abs() < 1e-6);
-        }
-        assert_eq!(log_softmax_at(&logits, 7), f32::NEG_INFINITY);
-    }
 }

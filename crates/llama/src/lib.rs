@@ -6,6 +6,7 @@
 //! `max_concurrency` bounds how many calls reach a model at once.
 
 mod generate;
+mod logits;
 mod text;
 
 use std::collections::HashMap;

@@ -65,6 +65,11 @@ pub struct GenRequest {
     pub sampling: Sampling,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens and never cut repetitive output, so
+    /// exactly `max_tokens` tokens are produced (context permitting): for throughput
+    /// benchmarks that must generate a fixed number of tokens. Stop strings still apply.
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl GenRequest {
@@ -74,6 +79,7 @@ impl GenRequest {
             max_tokens,
             sampling: Sampling::Greedy,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

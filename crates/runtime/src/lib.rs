@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use r2_callcache::{CachedBackend, CallCache};
 use r2_llama::{LlamaCppBackend, LlamaOptions};
 use r2_models::ModelCache;
 use r2_pool::{
@@ -81,11 +82,13 @@ impl Backend for LazyLlama {
 }
 
 /// A pool whose every model is a lazily loaded backend; also returns the backends by id
-/// so callers can preload or inspect them.
+/// so callers can preload or inspect them. With `calls`, identical calls are answered
+/// from the call cache.
 pub fn build_pool(
     config: PoolConfig,
     cache: Arc<ModelCache>,
     options: RuntimeOptions,
+    calls: Option<Arc<CallCache>>,
 ) -> (Pool, HashMap<String, Arc<LazyLlama>>) {
     let threads = if options.threads == 0 {
         config.threads
@@ -100,7 +103,16 @@ pub fn build_pool(
             BackendKind::LlamaCpp => {
                 let lazy = Arc::new(LazyLlama::new(spec.clone(), cache.clone(), options.clone()));
                 lazies.insert(spec.id.clone(), lazy.clone());
-                backends.insert(spec.id.clone(), lazy);
+                let backend: Arc<dyn Backend> = match &calls {
+                    Some(c) => Arc::new(CachedBackend::new(
+                        lazy,
+                        c.clone(),
+                        &spec.id,
+                        spec.sha256.as_deref(),
+                    )),
+                    None => lazy,
+                };
+                backends.insert(spec.id.clone(), backend);
             }
         }
     }

@@ -1,0 +1,167 @@
+//! The cost–accuracy plot: one point per policy, log cost axis, the Pareto frontier drawn.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// (label, cost per item in USD, accuracy in 0..=1).
+pub type Point = (String, f64, f64);
+
+/// Points on the frontier: no other point is at most as expensive and at least as accurate
+/// (and strictly better in one). Sorted by cost.
+pub fn pareto(points: &[Point]) -> Vec<Point> {
+    let mut front: Vec<Point> = points
+        .iter()
+        .filter(|(_, c, a)| {
+            !points
+                .iter()
+                .any(|(_, c2, a2)| c2 <= c && a2 >= a && (c2 < c || a2 > a))
+        })
+        .cloned()
+        .collect();
+    front.sort_by(|x, y| x.1.total_cmp(&y.1));
+    front
+}
+
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+];
+
+/// Text needs a TrueType font; use `R2REASONER_FONT` or a common system one.
+fn register_font() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let candidates = std::env::var("R2REASONER_FONT").into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                return plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{path} is not a usable TrueType font"));
+            }
+        }
+        Err("no TrueType font found for plot labels (install fonts-dejavu-core or set R2REASONER_FONT)".into())
+    })
+    .clone()
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    points: &[Point],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let positive: Vec<f64> = points.iter().map(|p| p.1).filter(|c| *c > 0.0).collect();
+    let lo = positive.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = positive.iter().copied().fold(0.0, f64::max);
+    let (lo, hi) = if lo.is_finite() && hi > 0.0 {
+        (lo / 3.0, hi * 3.0)
+    } else {
+        (1e-7, 1e-3)
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0f64)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("cost per item (USD, log scale)")
+        .y_desc("accuracy")
+        .x_label_formatter(&|x| format!("{x:.1e}"))
+        .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
+        .draw()
+        .map_err(e)?;
+    // Free policies (cost 0) sit on the left edge of the log axis.
+    let place = |c: f64| if c > 0.0 { c } else { lo };
+    let front = pareto(points);
+    chart
+        .draw_series(LineSeries::new(
+            front.iter().map(|p| (place(p.1), p.2)),
+            ShapeStyle::from(&RGBColor(200, 60, 60)).stroke_width(2),
+        ))
+        .map_err(e)?
+        .label("Pareto frontier")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(200, 60, 60)));
+    for (label, cost, acc) in points {
+        let pos = (place(*cost), *acc);
+        chart
+            .draw_series(std::iter::once(Circle::new(pos, 5, BLUE.filled())))
+            .map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                label.clone(),
+                pos,
+                ("sans-serif", 13).into_font().color(&BLACK),
+            )))
+            .map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Write `stem.png` and `stem.svg` in `dir`.
+pub fn cost_accuracy(dir: &Path, stem: &str, title: &str, points: &[Point]) -> Result<(), String> {
+    register_font()?;
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    draw(
+        BitMapBackend::new(&png, (960, 640)).into_drawing_area(),
+        title,
+        points,
+    )?;
+    draw(
+        SVGBackend::new(&svg, (960, 640)).into_drawing_area(),
+        title,
+        points,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pareto_keeps_only_undominated_points() {
+        let p = |l: &str, c: f64, a: f64| (l.to_string(), c, a);
+        let points = vec![
+            p("cheap", 1.0, 0.2),
+            p("mid", 2.0, 0.5),
+            p("dominated", 3.0, 0.4),
+            p("best", 4.0, 0.6),
+            p("tie", 2.0, 0.5),
+        ];
+        let labels: Vec<String> = pareto(&points).into_iter().map(|x| x.0).collect();
+        assert_eq!(labels, ["cheap", "mid", "tie", "best"]);
+    }
+
+    #[test]
+    fn plots_are_written() {
+        // scripts/setup installs fonts-dejavu-core, so a font is always there in the test suite.
+        let dir = tempfile::tempdir().unwrap();
+        let points = vec![
+            ("direct:big".to_string(), 1e-4, 0.5),
+            ("fixed:small".to_string(), 1e-6, 0.2),
+            ("free".to_string(), 0.0, 0.1),
+        ];
+        cost_accuracy(dir.path(), "plot", "test", &points).unwrap();
+        let png = std::fs::read(dir.path().join("plot.png")).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG");
+        let svg = std::fs::read_to_string(dir.path().join("plot.svg")).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("direct:big"));
+    }
+}
