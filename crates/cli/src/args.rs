@@ -32,6 +32,21 @@ pub enum Command {
     /// Measure prompt-processing and generation tokens/s of pool models through
     /// r2reasoner's own llama.cpp path (comparable with llama-bench's pp/tg tests).
     BenchSpeed(BenchSpeedArgs),
+    /// Serve the pool as an OpenAI-compatible HTTP API (chat completions, models, metrics, traces).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on. Default: the config's `[server] listen`, else 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Price profile to account cost under. Default: the config's.
+    #[arg(long, value_name = "NAME")]
+    pub price_profile: Option<String>,
+    /// llama.cpp threads per call (0 = the config's setting).
+    #[arg(long, default_value_t = 0)]
+    pub threads: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,6 +5,7 @@ mod args;
 mod ask;
 mod bench;
 mod models;
+mod serve;
 mod speed;
 
 use std::io::Write;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::run(cli.config.as_deref(), a).await,
             Command::Models { action } => models::run(cli.config.as_deref(), action).await,
             Command::BenchSpeed(a) => speed::run(cli.config.as_deref(), a).await,
+            Command::Serve(a) => serve::run(cli.config.as_deref(), a).await,
         }
     });
     match result {

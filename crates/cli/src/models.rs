@@ -11,18 +11,25 @@ use crate::ask::load_config;
 use crate::input_error;
 
 pub(crate) fn select<'a>(models: &'a [ModelSpec], ids: &[String]) -> Result<Vec<&'a ModelSpec>> {
+    // Only local model files can be fetched, verified or measured; `openai` models are remote.
     if ids.is_empty() {
-        return Ok(models.iter().collect());
+        return Ok(models.iter().filter(|m| m.remote.is_none()).collect());
     }
     ids.iter()
         .map(|id| {
-            models.iter().find(|m| &m.id == id).ok_or_else(|| {
+            let m = models.iter().find(|m| &m.id == id).ok_or_else(|| {
                 let known: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
                 input_error(format!(
                     "unknown model id '{id}' (pool: {})",
                     known.join(", ")
                 ))
-            })
+            })?;
+            if m.remote.is_some() {
+                return Err(input_error(format!(
+                    "model '{id}' is served over HTTP (backend = openai): it has no local file"
+                )));
+            }
+            Ok(m)
         })
         .collect()
 }
@@ -44,6 +51,13 @@ pub async fn run(config_path: Option<&Path>, action: ModelsAction) -> Result<()>
                 );
                 for (i, m) in config.models.iter().enumerate() {
                     let p = config.price(i);
+                    let (status, source) = match &m.remote {
+                        Some(r) => (
+                            "remote".to_string(),
+                            format!("{} ({})", r.base_url, r.api_model),
+                        ),
+                        None => (cache.status(m).to_string(), m.source.to_string()),
+                    };
                     println!(
                         "{:<20} {:<10} {:>7.2}B {:>7} {:>8.4}/{:<9.4}  {:<10}  {}",
                         m.id,
@@ -52,8 +66,8 @@ pub async fn run(config_path: Option<&Path>, action: ModelsAction) -> Result<()>
                         m.context_length,
                         p.input,
                         p.output,
-                        cache.status(m).to_string(),
-                        m.source
+                        status,
+                        source
                     );
                 }
                 println!("cache: {}", cache.root().display());

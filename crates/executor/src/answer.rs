@@ -16,7 +16,7 @@ pub fn after_marker(text: &str, marker: &str) -> Option<String> {
     let line = rest
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && l.trim_matches(['*', '_']).len() > 0)?;
+        .find(|l| !l.is_empty() && !l.trim_matches(['*', '_']).is_empty())?;
     let cleaned = clean(line);
     (!cleaned.is_empty()).then_some(cleaned)
 }
@@ -84,7 +84,7 @@ pub fn step_result(text: &str) -> String {
             text.lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
-                .last()
+                .next_back()
                 .map(clean)
         })
         .unwrap_or_default()
@@ -118,7 +118,7 @@ pub fn final_answer(family: TaskFamily, text: &str) -> String {
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
-                    .last()
+                    .next_back()
                     .map(clean)
             })
             .unwrap_or_default(),

@@ -26,6 +26,9 @@ pub struct ExecOptions {
     /// Bounds each model call, including the wait for a free slot of that model.
     pub step_timeout: Option<Duration>,
     pub sampling: Sampling,
+    /// Receives each model call's trace as soon as it finished (the server streams these
+    /// as progress); sends to a closed receiver are ignored.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<StepTrace>>,
 }
 
 impl Default for ExecOptions {
@@ -37,6 +40,7 @@ impl Default for ExecOptions {
             answer_max_tokens: 512,
             step_timeout: Some(Duration::from_secs(600)),
             sampling: Sampling::Greedy,
+            progress: None,
         }
     }
 }
@@ -114,7 +118,7 @@ impl<'p> Executor<'p> {
     }
 
     fn trace(&self, id: &str, text: &str, depends_on: Vec<String>, call: &PoolCall) -> StepTrace {
-        StepTrace {
+        let trace = StepTrace {
             id: id.to_string(),
             text: text.to_string(),
             depends_on,
@@ -125,7 +129,11 @@ impl<'p> Executor<'p> {
             latency_ms: call.latency.as_secs_f64() * 1000.0,
             confidence: call.response.confidence(),
             output: call.response.text.clone(),
+        };
+        if let Some(tx) = &self.options.progress {
+            let _ = tx.send(trace.clone());
         }
+        trace
     }
 
     fn aux_traces(&self, alloc: &Allocation, step_id: usize) -> Vec<StepTrace> {

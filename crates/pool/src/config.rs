@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::remote::{RawRemote, RawServer, RemoteSpec, ServerConfig};
 use crate::source::{ModelSource, SourcePart};
 
 /// The pool shipped inside the binary: the three local models of the design brief.
@@ -16,12 +17,15 @@ pub const DEFAULT_POOL_NAME: &str = "<embedded default pool>";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     LlamaCpp,
+    /// Chat completions over HTTP(S) from any OpenAI-compatible server.
+    OpenAi,
 }
 
 impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::LlamaCpp => "llama_cpp",
+            BackendKind::OpenAi => "openai",
         }
     }
 }
@@ -44,6 +48,7 @@ impl Price {
 pub struct ModelSpec {
     pub id: String,
     pub backend: BackendKind,
+    /// The model file (`llama_cpp`); empty for `openai` models.
     pub source: ModelSource,
     /// Pinned sha256 of the assembled file, lowercase hex.
     pub sha256: Option<String>,
@@ -52,6 +57,8 @@ pub struct ModelSpec {
     pub max_concurrency: u32,
     /// Prices by profile name.
     pub prices: BTreeMap<String, Price>,
+    /// How to reach an `openai` model; `None` for local ones.
+    pub remote: Option<RemoteSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +72,8 @@ pub struct PoolConfig {
     pub threads: u32,
     /// The file this came from, or the embedded default's name.
     pub origin: String,
+    /// The optional `[server]` table (defaults when absent).
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +97,7 @@ struct RawConfig {
     decomposer: Option<String>,
     policy: Option<String>,
     threads: Option<u32>,
+    server: Option<RawServer>,
     #[serde(default)]
     models: Vec<RawModel>,
 }
@@ -104,12 +114,19 @@ enum OneOrMany {
 struct RawModel {
     id: String,
     backend: String,
-    source: OneOrMany,
+    source: Option<OneOrMany>,
     sha256: Option<String>,
     parameters: u64,
     context_length: u32,
     max_concurrency: Option<u32>,
     prices: BTreeMap<String, Price>,
+    // `openai` models only (see `remote.rs`).
+    base_url: Option<String>,
+    api_model: Option<String>,
+    api_key_env: Option<String>,
+    connect_timeout_s: Option<f64>,
+    read_timeout_s: Option<f64>,
+    max_retries: Option<u32>,
 }
 
 impl PoolConfig {
@@ -185,43 +202,58 @@ impl PoolConfig {
             }
             let backend = match m.backend.as_str() {
                 "llama_cpp" => BackendKind::LlamaCpp,
+                "openai" => BackendKind::OpenAi,
                 other => {
                     return Err(invalid(
                         key("backend"),
-                        format!("unknown backend '{other}' (supported: llama_cpp)"),
+                        format!("unknown backend '{other}' (supported: llama_cpp, openai)"),
                     ))
                 }
             };
-            let sources = match m.source {
-                OneOrMany::One(s) => vec![s],
-                OneOrMany::Many(v) => v,
+            let raw_remote = RawRemote {
+                base_url: m.base_url,
+                api_model: m.api_model,
+                api_key_env: m.api_key_env,
+                connect_timeout_s: m.connect_timeout_s,
+                read_timeout_s: m.read_timeout_s,
+                max_retries: m.max_retries,
             };
-            if sources.is_empty() {
-                return Err(invalid(key("source"), "needs at least one part".into()));
-            }
-            let parts = sources
-                .iter()
-                .map(|s| SourcePart::parse(s, base))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid(key("source"), e))?;
-            let sha256 = match m.sha256 {
-                Some(h) => {
-                    let h = h.to_ascii_lowercase();
-                    if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+            let (parts, sha256, remote) = match backend {
+                BackendKind::LlamaCpp => {
+                    if !raw_remote.is_empty() {
                         return Err(invalid(
-                            key("sha256"),
-                            "must be 64 hexadecimal characters".into(),
+                            key(raw_remote.first_key()),
+                            "is only valid with backend = \"openai\"".into(),
                         ));
                     }
-                    Some(h)
+                    let Some(source) = m.source else {
+                        return Err(invalid(
+                            key("source"),
+                            "is required for backend = \"llama_cpp\"".into(),
+                        ));
+                    };
+                    let (parts, sha256) = local_source(source, m.sha256, base)
+                        .map_err(|(k, r)| invalid(key(k), r))?;
+                    (parts, sha256, None)
                 }
-                None if parts.len() > 1 || !matches!(parts[0], SourcePart::Path(_)) => {
-                    return Err(invalid(
-                        key("sha256"),
-                        "is required for downloaded or assembled models".into(),
-                    ))
+                BackendKind::OpenAi => {
+                    for (set, k) in [
+                        (m.source.is_some(), "source"),
+                        (m.sha256.is_some(), "sha256"),
+                    ] {
+                        if set {
+                            return Err(invalid(
+                                key(k),
+                                "is not used by backend = \"openai\" (set base_url and api_model)"
+                                    .into(),
+                            ));
+                        }
+                    }
+                    let remote = raw_remote
+                        .validate(&m.id)
+                        .map_err(|(k, r)| invalid(key(k), r))?;
+                    (Vec::new(), None, Some(remote))
                 }
-                None => None,
             };
             if m.parameters == 0 {
                 return Err(invalid(key("parameters"), "must be greater than 0".into()));
@@ -269,6 +301,7 @@ impl PoolConfig {
                 context_length: m.context_length,
                 max_concurrency,
                 prices: m.prices,
+                remote,
             });
         }
         let profiles = profiles.unwrap_or_default();
@@ -296,6 +329,10 @@ impl PoolConfig {
             default_policy: raw.policy,
             threads: raw.threads.unwrap_or(0),
             origin: file.to_string(),
+            server: match raw.server {
+                Some(s) => s.validate().map_err(|(k, r)| invalid(k, r))?,
+                None => ServerConfig::default(),
+            },
         };
         cfg.sort_by_cost();
         let decomposer = raw
@@ -312,6 +349,13 @@ impl PoolConfig {
         }
         cfg.decomposer = decomposer;
         Ok(cfg)
+    }
+
+    /// The models that are local files (`llama_cpp`): what `models fetch/verify` handle.
+    pub fn local_models(&self) -> impl Iterator<Item = &ModelSpec> {
+        self.models
+            .iter()
+            .filter(|m| m.backend == BackendKind::LlamaCpp)
     }
 
     /// Switch the active price profile (and re-order the pool by cost under it).
@@ -364,117 +408,40 @@ impl PoolConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+type SourceResult = Result<(Vec<SourcePart>, Option<String>), (&'static str, String)>;
 
-    fn minimal(extra_model_lines: &str, top: &str) -> String {
-        format!(
-            "{top}\n[[models]]\nid = \"m\"\nbackend = \"llama_cpp\"\nsource = \"m.gguf\"\nparameters = 1\ncontext_length = 512\nprices.compute = {{ input = 1.0, output = 2.0 }}\n{extra_model_lines}\n"
-        )
+/// Parse a local model's `source` and `sha256` (required unless the source is one local path).
+fn local_source(source: OneOrMany, sha256: Option<String>, base: Option<&Path>) -> SourceResult {
+    let sources = match source {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    if sources.is_empty() {
+        return Err(("source", "needs at least one part".into()));
     }
-
-    fn err(text: &str) -> String {
-        PoolConfig::parse(text, "pool.toml", None)
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn embedded_default_is_valid_and_ordered() {
-        let cfg = PoolConfig::parse(DEFAULT_POOL_TOML, DEFAULT_POOL_NAME, None).unwrap();
-        assert_eq!(
-            cfg.ids(),
-            ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
-        );
-        assert_eq!(cfg.price_profile, "compute");
-        assert_eq!(cfg.decomposer, "qwen2.5-coder-1.5b");
-        let mut api = cfg.clone();
-        api.set_price_profile("api").unwrap();
-        assert_eq!(
-            api.price(2),
-            Price {
-                input: 2.5,
-                output: 10.0
+    let parts = sources
+        .iter()
+        .map(|s| SourcePart::parse(s, base))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("source", e))?;
+    let sha256 = match sha256 {
+        Some(h) => {
+            let h = h.to_ascii_lowercase();
+            if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(("sha256", "must be 64 hexadecimal characters".into()));
             }
-        );
-        assert_eq!(api.ids(), cfg.ids(), "free models are ordered by size");
-        // compute prices are proportional to parameters
-        for m in &cfg.models {
-            let p = m.prices["compute"];
-            assert!(
-                (p.input / (m.parameters as f64 / 1e9) - 0.1).abs() < 1e-9,
-                "{}",
-                m.id
-            );
-            assert!(
-                (p.output / (m.parameters as f64 / 1e9) - 0.2).abs() < 1e-9,
-                "{}",
-                m.id
-            );
+            Some(h)
         }
-    }
-
-    #[test]
-    fn cost_is_per_million_tokens() {
-        let p = Price {
-            input: 2.5,
-            output: 10.0,
-        };
-        assert!((p.cost(1_000_000, 0) - 2.5).abs() < 1e-12);
-        assert!((p.cost(1000, 100) - (0.0025 + 0.001)).abs() < 1e-12);
-    }
-
-    #[test]
-    fn minimal_config_parses_with_defaults() {
-        let cfg =
-            PoolConfig::parse(&minimal("", ""), "pool.toml", Some(Path::new("/cfg"))).unwrap();
-        assert_eq!(cfg.decomposer, "m");
-        assert_eq!(cfg.models[0].max_concurrency, 1);
-        assert_eq!(
-            cfg.models[0].source.local_file(),
-            Some(Path::new("/cfg/m.gguf"))
-        );
-    }
-
-    #[test]
-    fn errors_name_file_and_key() {
-        let e = err(&minimal("colour = \"red\"", ""));
-        assert!(e.contains("pool.toml") && e.contains("colour"), "{e}");
-        let e = err(&minimal("", "bogus = 1"));
-        assert!(e.contains("pool.toml") && e.contains("bogus"), "{e}");
-        let e = err(&minimal("max_concurrency = 0", ""));
-        assert!(e.contains("models[0].max_concurrency"), "{e}");
-        let e = err(&minimal("", "decomposer = \"nope\""));
-        assert!(e.contains("`decomposer`") && e.contains("nope"), "{e}");
-        let e = err(&minimal("", "price_profile = \"api\""));
-        assert!(e.contains("price_profile") && e.contains("api"), "{e}");
-        let e = err(&minimal("sha256 = \"abc\"", ""));
-        assert!(e.contains("models[0].sha256"), "{e}");
-        let e = err(&minimal("", "").replace("llama_cpp", "vllm"));
-        assert!(e.contains("models[0].backend") && e.contains("vllm"), "{e}");
-        let e = err(&minimal("", "").replace("input = 1.0", "input = -1.0"));
-        assert!(e.contains("models[0].prices.compute.input"), "{e}");
-        let e = err("models = [");
-        assert!(e.starts_with("invalid TOML in pool.toml"), "{e}");
-        let e = err("");
-        assert!(e.contains("`models`"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_ids_and_mismatched_profiles_are_rejected() {
-        let two = format!("{}{}", minimal("", ""), minimal("", ""));
-        assert!(err(&two).contains("duplicate model id 'm'"));
-        let other = minimal("", "")
-            .replace("id = \"m\"", "id = \"n\"")
-            .replace("compute", "api");
-        let mixed = format!("{}{}", minimal("", ""), other);
-        assert!(err(&mixed).contains("models[1].prices"));
-    }
-
-    #[test]
-    fn downloaded_models_need_a_pinned_hash() {
-        let t = minimal("", "").replace("\"m.gguf\"", "\"hf://a/b/m.gguf\"");
-        assert!(err(&t).contains("models[0].sha256"));
-    }
+        None if parts.len() > 1 || !matches!(parts[0], SourcePart::Path(_)) => {
+            return Err((
+                "sha256",
+                "is required for downloaded or assembled models".into(),
+            ))
+        }
+        None => None,
+    };
+    Ok((parts, sha256))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! Turns a `PoolConfig` into a live `Pool`. Backends are lazy: a model's file is fetched
 //! (or verified) and loaded the first time a request reaches it, so a run that only
-//! uses the smallest model never downloads the largest.
+//! uses the smallest model never downloads the largest. `openai` models are HTTP clients
+//! (`r2-openai`); they are not call-cached, since a remote model may change.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use r2_callcache::{CachedBackend, CallCache};
 use r2_llama::{LlamaCppBackend, LlamaOptions};
 use r2_models::ModelCache;
+use r2_openai::OpenAiBackend;
 use r2_pool::{
     Backend, BackendError, BackendKind, GenRequest, GenResponse, ModelSpec, Pool, PoolConfig,
 };
@@ -81,6 +83,16 @@ impl Backend for LazyLlama {
     }
 }
 
+/// A model whose backend could not be built: every call returns the reason.
+struct Unavailable(BackendError);
+
+#[async_trait]
+impl Backend for Unavailable {
+    async fn generate(&self, _request: &GenRequest) -> Result<GenResponse, BackendError> {
+        Err(self.0.clone())
+    }
+}
+
 /// A pool whose every model is a lazily loaded backend; also returns the backends by id
 /// so callers can preload or inspect them. With `calls`, identical calls are answered
 /// from the call cache.
@@ -111,6 +123,20 @@ pub fn build_pool(
                         spec.sha256.as_deref(),
                     )),
                     None => lazy,
+                };
+                backends.insert(spec.id.clone(), backend);
+            }
+            BackendKind::OpenAi => {
+                let backend: Arc<dyn Backend> = match spec.remote.as_ref() {
+                    Some(remote) => match OpenAiBackend::new(&spec.id, remote) {
+                        Ok(b) => Arc::new(b),
+                        // Reported on first use, like a local model that cannot load.
+                        Err(e) => Arc::new(Unavailable(e)),
+                    },
+                    None => Arc::new(Unavailable(BackendError::Load {
+                        model: spec.id.clone(),
+                        reason: "no remote settings".into(),
+                    })),
                 };
                 backends.insert(spec.id.clone(), backend);
             }

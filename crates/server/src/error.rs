@@ -1,0 +1,158 @@
+//! The one error type of the gateway: OpenAI-shaped JSON (`{"error": {"message", "type",
+//! "code"}}`) with the right HTTP status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use r2_executor::ExecError;
+use r2_pool::BackendError;
+use serde_json::json;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type`, e.g. `invalid_request_error`.
+    pub kind: &'static str,
+    /// OpenAI's `code`, e.g. `model_not_found`; also the `kind` label of the error metric.
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: String) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message,
+            retry_after_s: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "a valid API key is required: send `Authorization: Bearer <key>`".into(),
+        )
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            code,
+            message.into(),
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn overloaded() -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "too_many_requests",
+            "the server is at its concurrency limit; retry shortly".into(),
+        );
+        e.retry_after_s = Some(1);
+        e
+    }
+
+    pub fn timeout(seconds: f64) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout_error",
+            "timeout",
+            format!("the request did not finish within {seconds:.0}s"),
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+            message.into(),
+        )
+    }
+
+    pub fn from_backend(e: &BackendError) -> Self {
+        match e {
+            BackendError::Timeout { .. } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                "upstream_timeout",
+                e.to_string(),
+            ),
+            BackendError::ContextOverflow { .. } => {
+                Self::bad_request("context_length_exceeded", e.to_string())
+            }
+            BackendError::Load { .. } | BackendError::Inference { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_error",
+                e.to_string(),
+            ),
+        }
+    }
+
+    pub fn from_exec(e: &ExecError) -> Self {
+        match e {
+            ExecError::EmptyQuestion => Self::bad_request("empty_content", e.to_string()),
+            ExecError::Backend { source, .. } => {
+                let mut api = Self::from_backend(source);
+                api.message = e.to_string();
+                api
+            }
+            ExecError::Policy(p) if p.is_input_error() => {
+                Self::bad_request("invalid_policy", e.to_string())
+            }
+            ExecError::Policy(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_error",
+                e.to_string(),
+            ),
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        // Lets the metrics layer count errors by kind.
+        resp.extensions_mut().insert(ErrorKind(self.code));
+        resp
+    }
+}
+
+/// Attached to error responses for the metrics layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
