@@ -2,7 +2,9 @@
 //! `ScriptedBackend` answers every call instantly (a 5-step plan with dependencies, "RESULT: 1"
 //! for each step, "ANSWER: 1" for the synthesis), so what is timed is prompt building, plan
 //! parsing, allocation, dependency scheduling, pool bookkeeping and tracing. Reported as
-//! subtasks per second (`Throughput::Elements`: plan subtasks, 5 per question).
+//! subtasks per second (`Throughput::Elements`: plan subtasks, 5 per question), under the
+//! `fixed` and `random` policies, for one question at a time, 64 questions joined in one
+//! future, and 64 questions as separate tasks on a 2-worker runtime.
 //!
 //! Run: `cargo bench -p r2-executor --bench overhead`
 
@@ -120,30 +122,42 @@ fn bench(c: &mut Criterion) {
     }
 
     // The same 64 questions as independent tasks on the 2-worker runtime, the way a
-    // server runs concurrent requests: shows whether the work spreads over the workers.
-    let shared = Arc::new(setup().pool);
+    // server runs concurrent requests. With the embedded pool (max_concurrency 1 per model)
+    // the per-model semaphore serialises calls to one model, as it must for a llama.cpp
+    // context; the "wide" pool (max_concurrency 64) shows the executor's own scaling.
+    let mut wide = PoolConfig::embedded();
+    for m in &mut wide.models {
+        m.max_concurrency = 64;
+    }
+    let pools = [
+        ("64-spawned", setup().pool),
+        (
+            "64-spawned-wide",
+            Pool::uniform(wide, ScriptedBackend::new(|req| Ok(script(req)))),
+        ),
+    ];
+    for (group_name, pool) in pools {
+        spawned_group(c, &rt, group_name, Arc::new(pool));
+    }
+}
+
+fn spawned_group(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, pool: Arc<Pool>) {
     let questions: Arc<Vec<String>> = Arc::new((0..64).map(question).collect());
-    let mut group = c.benchmark_group("executor/64-spawned");
+    let mut group = c.benchmark_group(format!("executor/{name}"));
     group.throughput(Throughput::Elements(SUBTASKS * questions.len() as u64));
-    for (name, policy) in policies(&shared) {
+    for (policy_name, policy) in policies(&pool) {
         let policy: Arc<dyn Policy> = Arc::from(policy);
-        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        group.bench_function(BenchmarkId::from_parameter(policy_name), |b| {
             b.iter(|| {
                 rt.block_on(async {
-                    let tasks: Vec<_> = (0..questions.len())
-                        .map(|i| {
-                            let (pool, policy, qs) =
-                                (shared.clone(), policy.clone(), questions.clone());
-                            tokio::spawn(async move {
-                                let exec = Executor::new(&pool, ExecOptions::default());
-                                exec.run(&qs[i], TaskFamily::Math, policy.as_ref(), pool.len() - 1)
-                                    .await
-                                    .expect("scripted run succeeds")
-                                    .steps
-                                    .len()
-                            })
-                        })
-                        .collect();
+                    let tasks = (0..questions.len()).map(|i| {
+                        tokio::spawn(run_owned(
+                            pool.clone(),
+                            policy.clone(),
+                            questions.clone(),
+                            i,
+                        ))
+                    });
                     let steps: usize = join_all(tasks).await.into_iter().map(|r| r.unwrap()).sum();
                     black_box(steps)
                 })
@@ -151,6 +165,26 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// One question in its own task: owns what it borrows, as a server's request handler does.
+async fn run_owned(
+    pool: Arc<Pool>,
+    policy: Arc<dyn Policy>,
+    questions: Arc<Vec<String>>,
+    i: usize,
+) -> usize {
+    let exec = Executor::new(&pool, ExecOptions::default());
+    let answer = exec
+        .run(
+            &questions[i],
+            TaskFamily::Math,
+            policy.as_ref(),
+            pool.len() - 1,
+        )
+        .await
+        .expect("scripted run succeeds");
+    answer.steps.len()
 }
 
 criterion_group!(benches, bench);

@@ -83,8 +83,7 @@ pub fn step_result(text: &str) -> String {
         .or_else(|| {
             text.lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .next_back()
+                .rfind(|l| !l.is_empty())
                 .map(clean)
         })
         .unwrap_or_default()
@@ -117,8 +116,7 @@ pub fn final_answer(family: TaskFamily, text: &str) -> String {
             .or_else(|| {
                 text.lines()
                     .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .next_back()
+                    .rfind(|l| !l.is_empty())
                     .map(clean)
             })
             .unwrap_or_default(),

@@ -28,7 +28,8 @@ pub struct GenStats {
 /// How often the (cheap, but not free) repetition check runs, in tokens.
 const REPETITION_CHECK_EVERY: u32 = 8;
 
-#[allow(clippy::too_many_arguments)]
+// `u32::is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)]
 pub fn run(
     model: &LlamaModel,
     ctx: &mut LlamaContext<'static>,

@@ -156,3 +156,28 @@ impl BackendError {
 pub trait Backend: Send + Sync {
     async fn generate(&self, request: &GenRequest) -> Result<GenResponse, BackendError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignore_eos_defaults_to_false_and_round_trips() {
+        let req = GenRequest::new(vec![ChatMessage::user("hi")], 8);
+        assert!(!req.ignore_eos);
+        let mut json = serde_json::to_value(&req).unwrap();
+        json.as_object_mut().unwrap().remove("ignore_eos");
+        let old: GenRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            old, req,
+            "requests serialised before the field existed still load"
+        );
+        let bench = GenRequest {
+            ignore_eos: true,
+            ..req
+        };
+        let back: GenRequest =
+            serde_json::from_str(&serde_json::to_string(&bench).unwrap()).unwrap();
+        assert!(back.ignore_eos);
+    }
+}
