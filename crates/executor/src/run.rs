@@ -118,18 +118,7 @@ impl<'p> Executor<'p> {
     }
 
     fn trace(&self, id: &str, text: &str, depends_on: Vec<String>, call: &PoolCall) -> StepTrace {
-        let trace = StepTrace {
-            id: id.to_string(),
-            text: text.to_string(),
-            depends_on,
-            model: self.pool.id(call.model).to_string(),
-            input_tokens: call.response.input_tokens,
-            output_tokens: call.response.output_tokens,
-            cost_usd: call.cost_usd,
-            latency_ms: call.latency.as_secs_f64() * 1000.0,
-            confidence: call.response.confidence(),
-            output: call.response.text.clone(),
-        };
+        let trace = StepTrace::from_call(id, text, depends_on, self.pool.id(call.model), call);
         if let Some(tx) = &self.options.progress {
             let _ = tx.send(trace.clone());
         }

@@ -19,6 +19,30 @@ pub struct StepTrace {
     pub output: String,
 }
 
+impl StepTrace {
+    /// The trace of one finished pool call (`model` is the pool id of `call.model`).
+    pub fn from_call(
+        id: &str,
+        text: &str,
+        depends_on: Vec<String>,
+        model: &str,
+        call: &r2_pool::PoolCall,
+    ) -> Self {
+        StepTrace {
+            id: id.to_string(),
+            text: text.to_string(),
+            depends_on,
+            model: model.to_string(),
+            input_tokens: call.response.input_tokens,
+            output_tokens: call.response.output_tokens,
+            cost_usd: call.cost_usd,
+            latency_ms: call.latency.as_secs_f64() * 1000.0,
+            confidence: call.response.confidence(),
+            output: call.response.text.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Answer {
     pub answer: String,

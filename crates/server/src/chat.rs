@@ -103,18 +103,7 @@ async fn run(
                 .call(*model, &request, state.exec.step_timeout)
                 .await
                 .map_err(|e| ApiError::from_backend(&e))?;
-            let step = StepTrace {
-                id: "1".into(),
-                text: "pass-through".into(),
-                depends_on: vec![],
-                model: pool.id(*model).to_string(),
-                input_tokens: call.response.input_tokens,
-                output_tokens: call.response.output_tokens,
-                cost_usd: call.cost_usd,
-                latency_ms: call.latency.as_secs_f64() * 1000.0,
-                confidence: call.response.confidence(),
-                output: call.response.text.clone(),
-            };
+            let step = StepTrace::from_call("1", "pass-through", vec![], pool.id(*model), &call);
             if let Some(tx) = &progress {
                 let _ = tx.send(step.clone());
             }
