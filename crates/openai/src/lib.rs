@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use r2_pool::{Backend, BackendError, GenRequest, GenResponse, RemoteSpec};
 
-pub use retry::{is_retryable_status, parse_retry_after, RetryPolicy};
+pub use retry::{is_retryable_status, parse_retry_after, parse_retry_after_at, RetryPolicy};
 pub use sse::SseParser;
 use wire::{Accumulator, Attempt};
 

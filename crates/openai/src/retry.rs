@@ -44,10 +44,20 @@ pub fn is_retryable_status(status: u16) -> bool {
     status == 429 || status == 408 || (500..=599).contains(&status)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and is ignored).
+/// `Retry-After`: delay-seconds (fractions accepted) or an HTTP-date (RFC 9110 §10.2.3),
+/// which is turned into the wait from now (zero for a date in the past).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+/// [`parse_retry_after`] with an explicit clock.
+pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A number in [0, 1) that differs between calls; quality is irrelevant, spread is enough.
@@ -93,7 +103,16 @@ mod tests {
         assert!(is_retryable_status(429) && is_retryable_status(503));
         assert!(!is_retryable_status(400) && !is_retryable_status(401));
         assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        // HTTP-date: the wait from now, zero once it has passed; all three RFC formats.
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let at = |v| parse_retry_after_at(v, now);
+        assert_eq!(at("Wed, 21 Oct 2015 07:28:07 GMT"), Some(Duration::from_secs(7)));
+        assert_eq!(at("Wednesday, 21-Oct-15 07:29:00 GMT"), Some(Duration::from_secs(60)));
+        assert_eq!(at("Wed Oct 21 07:28:03 2015"), Some(Duration::from_secs(3)));
+        assert_eq!(at("Tue, 20 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Wed, 32 Oct 2015 07:28:00 GMT"), None);
     }
 }
