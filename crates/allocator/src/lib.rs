@@ -76,7 +76,7 @@ impl Allocation {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed] or llm-rated:<model>)")]
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>)")]
     UnknownPolicy(String),
     #[error("{0}")]
     UnknownModel(String),

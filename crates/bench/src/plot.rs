@@ -131,6 +131,57 @@ pub fn cost_accuracy(dir: &Path, stem: &str, title: &str, points: &[Point]) -> R
     Ok(())
 }
 
+/// One named line of a training curve: (x, y) points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+fn draw_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_desc: &str,
+    series: &[Series],
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
+    let ys: Vec<f64> = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).filter(|y| y.is_finite()).collect();
+    let x_hi = xs.fold(1.0, f64::max);
+    let y_lo = ys.iter().copied().fold(0.0, f64::min);
+    let y_hi = ys.iter().copied().fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x_hi, y_lo..y_hi * 1.05)
+        .map_err(e)?;
+    chart.configure_mesh().x_desc(x_desc).draw().map_err(e)?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), ShapeStyle::from(&color).stroke_width(2)))
+            .map_err(e)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Line curves (e.g. training reward, accuracy and cost per iteration) as a PNG at `path`.
+pub fn curves(path: &Path, title: &str, x_desc: &str, series: &[Series]) -> Result<(), String> {
+    register_font()?;
+    draw_curves(BitMapBackend::new(path, (960, 640)).into_drawing_area(), title, x_desc, series)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +214,14 @@ mod tests {
         assert_eq!(&png[..4], b"\x89PNG");
         let svg = std::fs::read_to_string(dir.path().join("plot.svg")).unwrap();
         assert!(svg.contains("<svg") && svg.contains("direct:big"));
+    }
+
+    #[test]
+    fn curves_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let series = vec![("reward".to_string(), vec![(1.0, 0.2), (2.0, 0.4), (3.0, 0.5)])];
+        curves(&path, "training", "iteration", &series).unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"\x89PNG");
     }
 }

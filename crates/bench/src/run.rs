@@ -143,7 +143,7 @@ fn judge_request(question: &str, gold: &str, answer: &str) -> GenRequest {
     )
 }
 
-async fn run_item(
+pub async fn run_item(
     pool: &Pool,
     policy: &dyn Policy,
     settings: &RunSettings,

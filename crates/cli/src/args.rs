@@ -34,6 +34,13 @@ pub enum Command {
     BenchSpeed(BenchSpeedArgs),
     /// Serve the pool as an OpenAI-compatible HTTP API (chat completions, models, metrics, traces).
     Serve(ServeArgs),
+    /// Train the router: label questions, supervised fine-tuning, GRPO.
+    Train {
+        #[command(subcommand)]
+        action: TrainAction,
+    },
+    /// Choose a learned policy's threshold for a cost or accuracy target.
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,8 +82,9 @@ pub struct BenchSpeedArgs {
 pub struct AskArgs {
     /// The question; `-` reads it from standard input.
     pub question: String,
-    /// Allocation policy: fixed:<model>, random[:seed], llm-rated:<model>, direct:<model>.
-    /// Default: the config's `policy`.
+    /// Allocation policy: learned[:<path>][@t], query-level[:<path>][@t], fixed:<model>,
+    /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>.
+    /// Default: the config's `policy` (the embedded pool's is the shipped router).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
     /// Model that writes the plan. Default: the config's `decomposer` (the largest model).
@@ -126,8 +134,9 @@ pub enum ModelsAction {
     Verify { ids: Vec<String> },
 }
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
+/// Which items to run: a shared dataset by name or a file, and a selection of it.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
     /// A shared dataset by name: gsm8k, math, math500, csqa, mbpp, champ, strategyqa, p3, scan,
     /// paper-math, paper-csqa, paper-champ, paper-p3, paper-scan.
     #[arg(long, conflicts_with = "data")]
@@ -150,12 +159,15 @@ pub struct BenchArgs {
     /// Shuffle the items with this seed before --offset/--limit.
     #[arg(long, value_name = "SEED")]
     pub shuffle: Option<u64>,
-    /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed], llm-rated:<m>.
-    #[arg(long, required = true)]
-    pub policy: Vec<String>,
-    /// The policy cost reductions are measured against. Default: direct:<largest model>.
-    #[arg(long)]
-    pub baseline: Option<String>,
+    /// Leave out items whose question also appears in this dataset (e.g. train on `csqa`
+    /// train items that are not in `paper-csqa`).
+    #[arg(long, value_name = "DATASET")]
+    pub exclude: Vec<String>,
+}
+
+/// How model calls run: pool, cache, limits.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
     /// Price profile for the headline cost (both profiles are always reported).
     #[arg(long, value_name = "NAME")]
     pub price_profile: Option<String>,
@@ -165,9 +177,6 @@ pub struct BenchArgs {
     /// Do not read or write the model-call cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Output directory (per-policy items.jsonl, summary.json, summary.md, cost_accuracy.png/svg).
-    #[arg(long)]
-    pub out: PathBuf,
     /// Model that writes plans. Default: the config's decomposer.
     #[arg(long, value_name = "MODEL")]
     pub decomposer: Option<String>,
@@ -182,4 +191,126 @@ pub struct BenchArgs {
     /// llama.cpp threads per call (0 = the config's setting).
     #[arg(long, default_value_t = 0)]
     pub threads: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
+    /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>.
+    #[arg(long, required = true)]
+    pub policy: Vec<String>,
+    /// The policy cost reductions are measured against. Default: direct:<largest model>.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Output directory (per-policy items.jsonl, summary.json, summary.md, cost_accuracy.png/svg).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrainAction {
+    /// Label questions: answer directly with each model, then search the cheapest
+    /// allocation of the decomposed plan that still answers correctly. Resumable.
+    Label(LabelArgs),
+    /// Fit the allocator network to labels (supervised); prints held-out metrics.
+    Sft(SftArgs),
+    /// Refine an allocator with GRPO on executed rollouts.
+    Grpo(GrpoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LabelArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Labels file (JSONL); questions already in it are skipped.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Most decomposed executions per question.
+    #[arg(long, default_value_t = 8)]
+    pub budget: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SftArgs {
+    /// Labels file from `train label` (repeat to combine several).
+    #[arg(long, required = true)]
+    pub labels: Vec<PathBuf>,
+    /// Where to write the weights (a manifest is written next to them).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Text encoder: all-minilm-l6-v2 (the BERT encoder, ~10 ms per new text on one core),
+    /// all-minilm-l6-v2-distilled (its static word-piece table, microseconds; distilled once
+    /// into the model cache), or hash-<dim> (feature hashing, no model).
+    #[arg(long, default_value = "all-minilm-l6-v2")]
+    pub encoder: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 300)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub hidden: usize,
+    /// Share of questions held out for the printed metrics.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout: f64,
+    /// Default threshold recorded in the manifest.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct GrpoArgs {
+    /// The SFT allocator to start from (also the KL reference).
+    #[arg(long)]
+    pub init: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The last N selected items are the dev set (early stopping, best checkpoint).
+    #[arg(long, default_value_t = 10)]
+    pub dev: usize,
+    /// Rollouts per question.
+    #[arg(long, default_value_t = 4)]
+    pub group: usize,
+    /// Cost weight of the reward: correct − λ·cost/cost(all steps on the largest model).
+    #[arg(long, default_value_t = 0.5)]
+    pub lambda: f64,
+    #[arg(long, default_value_t = 10)]
+    pub iterations: usize,
+    /// Questions per iteration.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub kl: f64,
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// learned:<path> (or learned for the shipped router).
+    #[arg(long)]
+    pub policy: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Highest accuracy at a mean cost per item (USD) at most this.
+    #[arg(long, conflicts_with = "target_accuracy", required_unless_present = "target_accuracy")]
+    pub target_cost: Option<f64>,
+    /// Cheapest threshold with at least this accuracy (0-1 or a percentage).
+    #[arg(long)]
+    pub target_accuracy: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }

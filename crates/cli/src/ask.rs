@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use r2_allocator::parse_policy;
+use r2_router::{parse_policy, RouterEnv};
 use r2_decomposer::TaskFamily;
 use r2_executor::{Answer, ExecOptions, Executor};
 use r2_models::ModelCache;
@@ -71,6 +71,7 @@ pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {
     }
     let cache = Arc::new(ModelCache::from_env().map_err(|e| input_error(e.to_string()))?);
     let progress = !args.json;
+    let env = RouterEnv::new(Some(cache.clone()), progress);
     let (pool, _) = build_pool(
         config,
         cache,
@@ -97,7 +98,7 @@ pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {
             .clone()
             .or_else(|| pool.config.default_policy.clone())
             .unwrap_or_else(|| format!("fixed:{}", pool.id(pool.len() - 1)));
-        let policy = parse_policy(&name, &pool).map_err(|e| input_error(e.to_string()))?;
+        let policy = parse_policy(&name, &pool, &env).map_err(|e| input_error(e.to_string()))?;
         let decomposer_id = args
             .decomposer
             .as_deref()

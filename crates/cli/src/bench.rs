@@ -3,106 +3,37 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use r2_allocator::parse_policy;
-use r2_bench::run::{items_path, read_results, run_policy, RunSettings};
+use r2_bench::plot;
+use r2_bench::run::{items_path, read_results, run_policy};
 use r2_bench::summary::{compare_to_baseline, markdown, summarise, Summary};
-use r2_bench::{datasets, plot};
-use r2_callcache::CallCache;
-use r2_executor::ExecOptions;
-use r2_models::ModelCache;
-use r2_runtime::{build_pool, RuntimeOptions};
+use r2_router::parse_policy;
 
 use crate::args::BenchArgs;
-use crate::ask::load_config;
 use crate::input_error;
+use crate::setup::{select_items, Session};
 
 pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
-    let report = match (&args.dataset, &args.data) {
-        (Some(name), None) => datasets::load(name, args.split.as_deref()),
-        (None, Some(path)) => datasets::load_path(path, args.format.as_deref()),
-        _ => {
-            return Err(input_error(
-                "give exactly one of --dataset NAME or --data PATH",
-            ))
-        }
-    }
-    .map_err(|e| input_error(e.to_string()))?;
-    let dataset_label = args
-        .dataset
-        .clone()
-        .unwrap_or_else(|| report.path.display().to_string());
-    for (line, why) in &report.malformed {
-        eprintln!("warning: {}: line {line}: {why}", report.path.display());
-    }
-    let items = datasets::select(report.items.clone(), args.offset, args.limit, args.shuffle);
-    if items.is_empty() {
-        return Err(input_error(format!(
-            "no items selected from {dataset_label}"
-        )));
-    }
-
-    let config = load_config(config_path, args.price_profile.as_deref())?;
-    let models = Arc::new(ModelCache::from_env().map_err(|e| input_error(e.to_string()))?);
-    let calls = if args.no_cache {
-        None
-    } else {
-        let path = models.root().join("calls.sqlite");
-        Some(Arc::new(
-            CallCache::open(&path).map_err(|e| anyhow::anyhow!(e.to_string()))?,
-        ))
-    };
-    let (pool, _) = build_pool(
-        config,
-        models,
-        RuntimeOptions {
-            threads: args.threads,
-            progress: true,
-        },
-        calls.clone(),
-    );
-
+    let selection = select_items(&args.data)?;
+    let (items, dataset_label) = (&selection.items, selection.label.clone());
+    let session = Session::open(config_path, &args.run)?;
+    let pool = &session.pool;
     // Every name is checked before any model runs.
     let policies = args
         .policy
         .iter()
-        .map(|p| parse_policy(p, &pool).map_err(|e| input_error(e.to_string())))
+        .map(|p| parse_policy(p, pool, &session.env).map_err(|e| input_error(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
-    let decomposer = pool
-        .config
-        .require(
-            args.decomposer
-                .as_deref()
-                .unwrap_or(&pool.config.decomposer),
-        )
-        .map_err(input_error)?;
     let largest = pool.len() - 1;
-    let judge = match &args.judge {
-        Some(j) => pool.config.require(j).map_err(input_error)?,
-        None => largest,
-    };
     let baseline = args
         .baseline
         .clone()
         .unwrap_or_else(|| format!("direct:{}", pool.id(largest)));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let settings = RunSettings {
-        out_dir: args.out.clone(),
-        concurrency: args.concurrency,
-        exec: ExecOptions {
-            max_subtasks: args.max_subtasks,
-            step_timeout: Some(Duration::from_secs(args.timeout.max(1))),
-            ..ExecOptions::default()
-        },
-        decomposer,
-        judge,
-        limits: Default::default(),
-    };
+    let settings = session.settings(args.out.clone());
 
     let mut results = BTreeMap::new();
     for policy in &policies {
@@ -124,7 +55,7 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
             };
             bar.set_message(format!("acc {acc:.1}% cost ${cost:.6}"));
         };
-        let r = run_policy(&pool, policy.as_ref(), &items, &settings, &progress)
+        let r = run_policy(pool, policy.as_ref(), items, &settings, &progress)
             .await
             .context("cannot write results")?;
         bar.finish();
@@ -158,15 +89,15 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
         .map(|(name, r)| summarise(name, r, &pool.config))
         .collect();
     compare_to_baseline(&mut summaries, &baseline);
-    let stats = calls.as_ref().map(|c| c.stats()).unwrap_or_default();
+    let (cache_hits, cache_misses) = session.cache_stats();
     let summary = Summary {
         dataset: dataset_label.clone(),
         baseline,
         price_profile: pool.config.price_profile.clone(),
         policies: summaries,
-        cache_hits: stats.hits,
-        cache_misses: stats.misses,
-        malformed: report.malformed.clone(),
+        cache_hits,
+        cache_misses,
+        malformed: selection.malformed.clone(),
     };
     std::fs::write(
         args.out.join("summary.json"),

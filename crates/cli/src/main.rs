@@ -6,7 +6,9 @@ mod ask;
 mod bench;
 mod models;
 mod serve;
+mod setup;
 mod speed;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -57,6 +59,8 @@ fn main() -> ExitCode {
             Command::Models { action } => models::run(cli.config.as_deref(), action).await,
             Command::BenchSpeed(a) => speed::run(cli.config.as_deref(), a).await,
             Command::Serve(a) => serve::run(cli.config.as_deref(), a).await,
+            Command::Train { action } => train::run(cli.config.as_deref(), action).await,
+            Command::Calibrate(a) => train::calibrate(cli.config.as_deref(), a).await,
         }
     });
     match result {

@@ -28,6 +28,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
     };
     let traces = TraceStore::open(Some(&traces_path))
         .with_context(|| format!("cannot open {}", traces_path.display()))?;
+    let env = Arc::new(r2_router::RouterEnv::new(Some(cache.clone()), false));
     let (pool, _) = build_pool(
         config,
         cache,
@@ -37,8 +38,12 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
         },
         None,
     );
+    let parser: r2_server::PolicyParser = Arc::new(move |name: &str, pool: &r2_pool::Pool| {
+        r2_router::parse_policy(name, pool, &env)
+    });
+    // The default policy is loaded (embedding model included) before the first request.
     if let Some(p) = &pool.config.default_policy {
-        r2_allocator::parse_policy(p, &pool).map_err(|e| input_error(format!("policy: {e}")))?;
+        parser(p, &pool).map_err(|e| input_error(format!("policy: {e}")))?;
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -49,7 +54,7 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
     }
     // The one line tests and scripts wait for.
     eprintln!("r2reasoner serve: listening on http://{addr}");
-    let state = Arc::new(AppState::new(Arc::new(pool), keys, &server, traces));
+    let state = Arc::new(AppState::new(Arc::new(pool), keys, &server, traces).with_parser(parser));
     r2_server::serve(listener, state, shutdown_signal()).await?;
     eprintln!("r2reasoner serve: stopped");
     Ok(())

@@ -39,6 +39,16 @@ pub enum ModelStatus {
     },
 }
 
+/// What a cached file must contain besides bytes that match its pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// A model for llama.cpp: it must start with the GGUF magic.
+    Gguf,
+    /// Any other file (tokenizer, safetensors weights, a config): no content check, and the
+    /// cached copy keeps the extension of its source's file name.
+    Any,
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelCache {
     root: PathBuf,
@@ -85,22 +95,30 @@ impl ModelCache {
 
     /// Where the assembled file for this model lives (for a single local path: that path).
     pub fn path_for(&self, spec: &ModelSpec) -> PathBuf {
+        self.path_in(spec, Format::Gguf)
+    }
+
+    fn path_in(&self, spec: &ModelSpec, format: Format) -> PathBuf {
         match spec.source.local_file() {
             Some(p) => p.to_path_buf(),
-            None => self.models_dir().join(format!("{}.gguf", stem(spec))),
+            None => self.models_dir().join(cached_name(spec, format)),
         }
     }
 
     /// Markers of local files live in the cache: the user's model directory is not ours
     /// to write into.
     pub(crate) fn marker_for(&self, spec: &ModelSpec) -> PathBuf {
+        self.marker_in(spec, Format::Gguf)
+    }
+
+    fn marker_in(&self, spec: &ModelSpec, format: Format) -> PathBuf {
         match spec.source.local_file() {
             Some(_) => self
                 .models_dir()
                 .join(format!("{}-local.verified", safe(&spec.id))),
             None => self
                 .models_dir()
-                .join(format!("{}.gguf.verified", stem(spec))),
+                .join(format!("{}.verified", cached_name(spec, format))),
         }
     }
 
@@ -134,7 +152,14 @@ impl ModelCache {
 
     /// A path that is safe to hand to llama.cpp; fetches only when needed.
     pub fn ensure(&self, spec: &ModelSpec, progress: bool) -> Result<PathBuf, ModelError> {
-        self.obtain(spec, false, progress)
+        self.obtain(spec, Format::Gguf, false, progress)
+    }
+
+    /// [`ensure`](Self::ensure) for a file that is not a GGUF model (a tokenizer, safetensors
+    /// weights, a config): the same pin, lock, marker and atomic rename, without the GGUF
+    /// check. The cached copy keeps its source's extension (`{id}-{sha prefix}.{ext}`).
+    pub fn ensure_file(&self, spec: &ModelSpec, progress: bool) -> Result<PathBuf, ModelError> {
+        self.obtain(spec, Format::Any, false, progress)
     }
 
     /// Downloads (again when `force`) and assembles. A local single-file source has nothing
@@ -145,30 +170,36 @@ impl ModelCache {
         force: bool,
         progress: bool,
     ) -> Result<PathBuf, ModelError> {
-        self.obtain(spec, force, progress)
+        self.obtain(spec, Format::Gguf, force, progress)
     }
 
-    fn obtain(&self, spec: &ModelSpec, force: bool, progress: bool) -> Result<PathBuf, ModelError> {
+    fn obtain(
+        &self,
+        spec: &ModelSpec,
+        format: Format,
+        force: bool,
+        progress: bool,
+    ) -> Result<PathBuf, ModelError> {
         let ctx = ctx(spec);
         if let Some(local) = spec.source.local_file() {
-            return self.ensure_local(&ctx, spec, local, progress);
+            return self.ensure_local(&ctx, spec, local, format, progress);
         }
         let pin = spec.sha256.as_deref().ok_or_else(|| ModelError::Unpinned {
             model: ctx.model.clone(),
             src: ctx.src.clone(),
         })?;
-        let path = self.path_for(spec);
-        let marker = self.marker_for(spec);
+        let path = self.path_in(spec, format);
+        let marker = self.marker_in(spec, format);
         // Fast path without the lock (so a read-only cache works): files under the final
         // name are only ever replaced by an atomic rename, never rewritten in place.
         if !force && Marker::read(&marker).is_some_and(|m| m.vouches_for(&path, pin)) {
-            check_cached_magic(&ctx, &path)?;
+            check_cached_magic(&ctx, &path, format)?;
             return Ok(path);
         }
         let _lock = self.lock(&ctx, spec, progress)?;
         if path.exists() && !force {
             if self.cached_is_intact(&ctx, &path, &marker, pin, progress)? {
-                check_cached_magic(&ctx, &path)?;
+                check_cached_magic(&ctx, &path, format)?;
                 return Ok(path);
             }
             note(
@@ -189,7 +220,7 @@ impl ModelCache {
         }
         // A forced re-fetch keeps the old copy until the new one has been verified: the
         // rename replaces it atomically, and a failed download leaves it usable.
-        self.download(&ctx, spec, pin, &path, &marker, progress)?;
+        self.download(&ctx, spec, format, pin, &path, &marker, progress)?;
         Ok(path)
     }
 
@@ -217,10 +248,12 @@ impl ModelCache {
         Ok(true)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn download(
         &self,
         ctx: &Ctx,
         spec: &ModelSpec,
+        format: Format,
         pin: &str,
         path: &Path,
         marker: &Path,
@@ -251,7 +284,7 @@ impl ModelCache {
                 true,
             ));
         }
-        if !is_gguf(&got.head) {
+        if format == Format::Gguf && !is_gguf(&got.head) {
             return Err(not_gguf(ctx, "the assembled file".into(), &got.head));
         }
         crate::verify::readable_by_all(tmp.as_file());
@@ -317,7 +350,10 @@ impl ModelCache {
 
 /// A cached file matched its pin, so a wrong magic means the pin itself names a non-GGUF
 /// file: a config error, not something a re-fetch would fix.
-fn check_cached_magic(ctx: &Ctx, path: &Path) -> Result<(), ModelError> {
+fn check_cached_magic(ctx: &Ctx, path: &Path, format: Format) -> Result<(), ModelError> {
+    if format == Format::Any {
+        return Ok(());
+    }
     let head = read_head(path).map_err(|e| ctx.io(path, "read", e))?;
     if is_gguf(&head) {
         Ok(())
@@ -328,6 +364,25 @@ fn check_cached_magic(ctx: &Ctx, path: &Path) -> Result<(), ModelError> {
             &head,
         ))
     }
+}
+
+/// `{stem}.gguf`, or for other files `{stem}.{extension of the source's file name}`.
+fn cached_name(spec: &ModelSpec, format: Format) -> String {
+    let ext = match format {
+        Format::Gguf => "gguf".to_string(),
+        Format::Any => spec
+            .source
+            .parts
+            .last()
+            .and_then(|p| {
+                let name = p.to_string();
+                let file = name.rsplit('/').next()?.to_string();
+                let (_, ext) = file.rsplit_once('.')?;
+                Some(safe(ext)).filter(|e| !e.is_empty())
+            })
+            .unwrap_or_else(|| "bin".to_string()),
+    };
+    format!("{}.{ext}", stem(spec))
 }
 
 fn ctx(spec: &ModelSpec) -> Ctx {

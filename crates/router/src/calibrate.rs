@@ -1,0 +1,115 @@
+//! Threshold calibration: run the learned policy at a grid of thresholds on a calibration
+//! split and pick the one meeting a cost or accuracy target. Identical calls across
+//! thresholds come from the call cache.
+
+use std::sync::Arc;
+
+use r2_bench::run::{run_item, RunSettings};
+use r2_bench::Item;
+use r2_pool::Pool;
+use serde::Serialize;
+
+use crate::features::Featurizer;
+use crate::net::RouterNet;
+use crate::policy::LearnedPolicy;
+
+pub const GRID: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CalPoint {
+    pub threshold: f64,
+    pub accuracy: f64,
+    /// Mean cost per item (USD) under the pool's price profile.
+    pub cost_per_item: f64,
+    pub errored: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// Highest accuracy at a mean cost per item at most this.
+    Cost(f64),
+    /// Cheapest threshold reaching at least this accuracy (0..=1).
+    Accuracy(f64),
+}
+
+pub async fn sweep(
+    pool: &Pool,
+    settings: &RunSettings,
+    net: Arc<RouterNet>,
+    features: Arc<Featurizer>,
+    items: &[Item],
+    grid: &[f64],
+    mut progress: impl FnMut(&CalPoint),
+) -> Vec<CalPoint> {
+    let mut points = Vec::new();
+    for &t in grid {
+        let policy = LearnedPolicy {
+            net: net.clone(),
+            features: features.clone(),
+            threshold: t,
+            query_level: false,
+        };
+        let (mut right, mut cost, mut errored) = (0usize, 0.0, 0usize);
+        for item in items {
+            let r = run_item(pool, &policy, settings, item).await;
+            if r.error.is_some() {
+                errored += 1;
+            }
+            right += usize::from(r.correct && r.error.is_none());
+            cost += r.cost_usd;
+        }
+        let n = items.len().max(1) as f64;
+        let p = CalPoint {
+            threshold: t,
+            accuracy: right as f64 / n,
+            cost_per_item: cost / n,
+            errored,
+        };
+        progress(&p);
+        points.push(p);
+    }
+    points
+}
+
+/// The point meeting `target`, or None when no threshold does.
+pub fn choose(points: &[CalPoint], target: Target) -> Option<CalPoint> {
+    match target {
+        Target::Cost(max) => points
+            .iter()
+            .filter(|p| p.cost_per_item <= max)
+            .max_by(|a, b| {
+                a.accuracy
+                    .total_cmp(&b.accuracy)
+                    .then(b.cost_per_item.total_cmp(&a.cost_per_item))
+            })
+            .copied(),
+        Target::Accuracy(min) => points
+            .iter()
+            .filter(|p| p.accuracy >= min)
+            .min_by(|a, b| {
+                a.cost_per_item
+                    .total_cmp(&b.cost_per_item)
+                    .then(b.accuracy.total_cmp(&a.accuracy))
+            })
+            .copied(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(threshold: f64, accuracy: f64, cost_per_item: f64) -> CalPoint {
+        CalPoint { threshold, accuracy, cost_per_item, errored: 0 }
+    }
+
+    #[test]
+    fn targets_pick_the_right_threshold() {
+        let pts = [p(0.2, 0.3, 1.0), p(0.5, 0.5, 2.0), p(0.8, 0.6, 4.0)];
+        assert_eq!(choose(&pts, Target::Cost(2.5)).unwrap().threshold, 0.5);
+        assert_eq!(choose(&pts, Target::Accuracy(0.45)).unwrap().threshold, 0.5);
+        assert_eq!(choose(&pts, Target::Accuracy(0.6)).unwrap().threshold, 0.8);
+        assert!(choose(&pts, Target::Cost(0.5)).is_none());
+        assert!(choose(&pts, Target::Accuracy(0.9)).is_none());
+    }
+}

@@ -1,0 +1,336 @@
+//! GRPO refinement of the allocator: per question sample a group of routes and
+//! allocations from the current policy, execute them, reward = correct − λ·cost /
+//! cost(all steps on the largest model), normalise advantages within the group, and take
+//! clipped policy-gradient steps with a KL penalty towards the SFT policy.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::Tensor;
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use r2_bench::run::{run_item, RunSettings};
+use r2_bench::Item;
+use r2_pool::Pool;
+use serde::Serialize;
+
+use crate::features::Featurizer;
+use crate::grpo_math::{group_advantages, reward};
+use crate::net::{to_tensor, Mlp, RouterNet};
+use crate::policy::{Decision, LearnedPolicy, PinnedPolicy, PinnedRoute, SamplingPolicy};
+use crate::rng::SplitMix64;
+use crate::train::{column, one_hot, scalar, stop_log_probs};
+use crate::RouterError;
+
+#[derive(Debug, Clone)]
+pub struct GrpoOptions {
+    pub group: usize,
+    pub lambda: f64,
+    pub iterations: usize,
+    /// Questions per iteration.
+    pub batch: usize,
+    /// Gradient steps on each iteration's rollouts.
+    pub epochs: usize,
+    pub lr: f64,
+    pub clip: f64,
+    pub kl: f64,
+    pub threshold: f64,
+    pub seed: u64,
+    /// Stop after this many iterations without a better dev reward.
+    pub patience: usize,
+}
+
+impl Default for GrpoOptions {
+    fn default() -> Self {
+        Self {
+            group: 4,
+            lambda: 0.5,
+            iterations: 20,
+            batch: 8,
+            epochs: 4,
+            lr: 1e-3,
+            clip: 0.2,
+            kl: 0.05,
+            threshold: 0.5,
+            seed: 0,
+            patience: 4,
+        }
+    }
+}
+
+/// Mean reward, accuracy and relative cost over a set of executions.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Score {
+    pub reward: f64,
+    pub accuracy: f64,
+    /// Cost relative to all steps on the largest model.
+    pub relative_cost: f64,
+    pub cost_usd: f64,
+    pub items: usize,
+}
+
+impl Score {
+    fn of(samples: &[(bool, f64, f64)], lambda: f64) -> Self {
+        let n = samples.len().max(1) as f64;
+        let mut s = Score {
+            items: samples.len(),
+            ..Default::default()
+        };
+        for &(ok, cost, norm) in samples {
+            s.reward += reward(ok, cost, norm, lambda) / n;
+            s.accuracy += f64::from(u8::from(ok)) / n;
+            s.relative_cost += if norm > 0.0 { cost / norm / n } else { 0.0 };
+            s.cost_usd += cost / n;
+        }
+        s
+    }
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterLog {
+    pub iteration: usize,
+    pub train: Score,
+    pub dev: Score,
+    pub loss: f64,
+    pub kl: f64,
+    pub decisions: usize,
+    pub best: bool,
+}
+
+pub struct GrpoReport {
+    pub log: Vec<IterLog>,
+    pub best_iteration: usize,
+    pub initial_dev: Score,
+    pub best_dev: Score,
+    pub stopped_early: bool,
+}
+
+pub struct Grpo<'a> {
+    pub pool: &'a Pool,
+    pub settings: &'a RunSettings,
+    pub features: Arc<Featurizer>,
+    pub options: GrpoOptions,
+    norm: Mutex<HashMap<String, f64>>,
+}
+
+impl<'a> Grpo<'a> {
+    pub fn new(pool: &'a Pool, settings: &'a RunSettings, features: Arc<Featurizer>, options: GrpoOptions) -> Self {
+        Self {
+            pool,
+            settings,
+            features,
+            options,
+            norm: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Cost of the question with every step on the largest model (cached per question).
+    async fn all_largest_cost(&self, item: &Item) -> f64 {
+        if let Some(c) = self.norm.lock().ok().and_then(|m| m.get(&item.id).copied()) {
+            return c;
+        }
+        let policy = PinnedPolicy::new(PinnedRoute::Decompose(Vec::new()));
+        let r = run_item(self.pool, &policy, self.settings, item).await;
+        if let Ok(mut m) = self.norm.lock() {
+            m.insert(item.id.clone(), r.cost_usd);
+        }
+        r.cost_usd
+    }
+
+    /// The deterministic policy on `items`: (correct, cost, normaliser) per item.
+    pub async fn evaluate(&self, net: &Arc<RouterNet>, items: &[Item]) -> Score {
+        let policy = LearnedPolicy {
+            net: net.clone(),
+            features: self.features.clone(),
+            threshold: self.options.threshold,
+            query_level: false,
+        };
+        let mut samples = Vec::new();
+        for item in items {
+            let norm = self.all_largest_cost(item).await;
+            let r = run_item(self.pool, &policy, self.settings, item).await;
+            samples.push((r.correct && r.error.is_none(), r.cost_usd, norm));
+        }
+        Score::of(&samples, self.options.lambda)
+    }
+
+    /// Train `net` in place. `reference` is the frozen SFT policy of the KL term.
+    /// Checkpoints go to `<out>.checkpoints/`, the best (by dev reward) to `out`, the log
+    /// to `<out>.log.jsonl`; `on_iter` sees each log line.
+    pub async fn train(
+        &self,
+        net: RouterNet,
+        reference: &RouterNet,
+        train: &[Item],
+        dev: &[Item],
+        out: &Path,
+        mut on_iter: impl FnMut(&IterLog),
+    ) -> Result<GrpoReport, RouterError> {
+        if train.is_empty() {
+            return Err(RouterError::Invalid("GRPO needs at least one training question".into()));
+        }
+        let o = self.options.clone();
+        let net = Arc::new(net);
+        let mut opt = AdamW::new(
+            net.vars(),
+            ParamsAdamW {
+                lr: o.lr,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )?;
+        let ckpt_dir = sibling(out, "checkpoints");
+        let log_path = sibling(out, "log.jsonl");
+        let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io { path: log_path.clone(), reason: e.to_string() })?;
+        let initial_dev = self.evaluate(&net, dev).await;
+        let mut best = (initial_dev.reward, 0usize, initial_dev);
+        let mut saved = net.snapshot()?;
+        saved.manifest.stage = "grpo".into();
+        saved.save(out)?;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        SplitMix64::new(o.seed).shuffle(&mut order);
+        let mut cursor = 0;
+        let mut log = Vec::new();
+        let mut stopped_early = false;
+        for iteration in 1..=o.iterations {
+            // Rollouts.
+            let mut decisions: Vec<(Decision, f64)> = Vec::new();
+            let mut samples = Vec::new();
+            for _ in 0..o.batch.min(train.len()) {
+                let item = &train[order[cursor % order.len()]];
+                cursor += 1;
+                let norm = self.all_largest_cost(item).await;
+                let mut group = Vec::new();
+                for g in 0..o.group.max(2) {
+                    let policy = SamplingPolicy {
+                        net: net.clone(),
+                        features: self.features.clone(),
+                        threshold: o.threshold,
+                        seed: SplitMix64::stream(o.seed, &[iteration as u64, cursor as u64, g as u64]).next_u64(),
+                        decisions: Mutex::new(Vec::new()),
+                    };
+                    let r = run_item(self.pool, &policy, self.settings, item).await;
+                    let ok = r.correct && r.error.is_none();
+                    samples.push((ok, r.cost_usd, norm));
+                    let d = policy.decisions.into_inner().unwrap_or_default();
+                    group.push((reward(ok, r.cost_usd, norm, o.lambda), d));
+                }
+                let adv = group_advantages(&group.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+                for ((_, ds), a) in group.into_iter().zip(adv) {
+                    decisions.extend(ds.into_iter().map(|d| (d, a)));
+                }
+            }
+            // Updates.
+            let (mut loss_v, mut kl_v) = (0.0, 0.0);
+            if decisions.iter().any(|(_, a)| *a != 0.0) {
+                for _ in 0..o.epochs.max(1) {
+                    let (loss, kl) = self.loss(&net, reference, &decisions)?;
+                    loss_v = scalar(&loss)?;
+                    kl_v = kl;
+                    if !loss_v.is_finite() {
+                        return Err(RouterError::NotFinite {
+                            epoch: iteration,
+                            last_good: Box::new(saved),
+                        });
+                    }
+                    opt.backward_step(&loss)?;
+                }
+                if !net.is_finite()? {
+                    return Err(RouterError::NotFinite {
+                        epoch: iteration,
+                        last_good: Box::new(saved),
+                    });
+                }
+            }
+            let dev_score = self.evaluate(&net, dev).await;
+            let is_best = dev_score.reward > best.0 + 1e-9;
+            let mut ck = net.snapshot()?;
+            ck.manifest.stage = "grpo".into();
+            ck.save(&ckpt_dir.join(format!("iter-{iteration:03}.safetensors")))?;
+            if is_best {
+                best = (dev_score.reward, iteration, dev_score);
+                ck.save(out)?;
+                saved = ck;
+            }
+            let line = IterLog {
+                iteration,
+                train: Score::of(&samples, o.lambda),
+                dev: dev_score,
+                loss: loss_v,
+                kl: kl_v,
+                decisions: decisions.len(),
+                best: is_best,
+            };
+            if let Ok(s) = serde_json::to_string(&line) {
+                let _ = writeln!(log_file, "{s}");
+            }
+            on_iter(&line);
+            log.push(line);
+            if iteration - best.1 >= o.patience {
+                stopped_early = true;
+                break;
+            }
+        }
+        Ok(GrpoReport {
+            log,
+            best_iteration: best.1,
+            initial_dev,
+            best_dev: best.2,
+            stopped_early,
+        })
+    }
+
+    /// The clipped surrogate with the KL penalty, over both heads' decisions.
+    fn loss(
+        &self,
+        net: &RouterNet,
+        reference: &RouterNet,
+        decisions: &[(Decision, f64)],
+    ) -> Result<(Tensor, f64), RouterError> {
+        let o = &self.options;
+        let mut total: Option<Tensor> = None;
+        let mut kl_sum = 0.0;
+        let count = decisions.len().max(1) as f64;
+        for route_head in [true, false] {
+            let ds: Vec<&(Decision, f64)> = decisions.iter().filter(|(d, _)| d.route_head == route_head).collect();
+            if ds.is_empty() {
+                continue;
+            }
+            let (head, ref_head): (&Mlp, &Mlp) = if route_head {
+                (&net.route, &reference.route)
+            } else {
+                (&net.step, &reference.step)
+            };
+            let x = to_tensor(&ds.iter().map(|(d, _)| d.features.clone()).collect::<Vec<_>>())?;
+            let logp = stop_log_probs(&head.forward(&x)?, o.threshold)?;
+            let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold)?.detach();
+            let n = logp.dim(1)?;
+            let mask = one_hot(&ds.iter().map(|(d, _)| d.chosen).collect::<Vec<_>>(), n)?;
+            let chosen = (&logp * &mask)?.sum(1)?;
+            let old = column(&ds.iter().map(|(d, _)| d.logp_old).collect::<Vec<_>>())?;
+            let adv = column(&ds.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
+            let ratio = (chosen - old)?.exp()?;
+            let surr = (&ratio * &adv)?.minimum(&(ratio.clamp(1.0 - o.clip, 1.0 + o.clip)? * &adv)?)?;
+            let kl = (logp.exp()? * (&logp - &logp_ref)?)?.sum(1)?;
+            kl_sum += scalar(&kl.sum_all()?)?;
+            let part = ((kl * o.kl)? - surr)?.sum_all()?;
+            total = Some(match total {
+                Some(t) => (t + part)?,
+                None => part,
+            });
+        }
+        let total = total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
+        Ok(((total / count)?, kl_sum / count))
+    }
+}
+
+/// `dir/x.safetensors` → `dir/x.<what>`.
+pub fn sibling(out: &Path, what: &str) -> PathBuf {
+    let stem = out
+        .file_name()
+        .map(|s| s.to_string_lossy().trim_end_matches(".safetensors").to_string())
+        .unwrap_or_else(|| "router".into());
+    out.with_file_name(format!("{stem}.{what}"))
+}

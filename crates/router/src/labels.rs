@@ -1,0 +1,156 @@
+//! The labels file (`train label` writes it; SFT, the oracle and GRPO's normaliser read
+//! it): one JSON object per question.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use r2_bench::run::ModelUsage;
+use r2_decomposer::TaskFamily;
+use r2_pool::PoolConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::features::StepInfo;
+use crate::RouterError;
+
+/// A route as stored: answer directly with one model, or decompose and run step `i`
+/// (plan order, then the synthesis step) on `allocation[i]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RouteLabel {
+    Direct { model: String },
+    Decompose { allocation: Vec<String> },
+}
+
+/// One executed route and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriedRoute {
+    pub route: RouteLabel,
+    pub correct: bool,
+    /// Tokens per model, so cost can be recomputed under any price profile.
+    pub usage: BTreeMap<String, ModelUsage>,
+    pub error: Option<String>,
+}
+
+/// One step of the decomposed plan and its label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLabel {
+    #[serde(flatten)]
+    pub info: StepInfo,
+    /// The cheapest model (pool id) that kept the answer right in the cheapest allocation
+    /// found; `None` when no allocation answered correctly.
+    pub label: Option<String>,
+    /// Whether any allocation of this plan answered correctly.
+    pub success: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionLabel {
+    pub id: String,
+    pub question: String,
+    pub family: TaskFamily,
+    /// Pool model ids, cheapest first, when the labels were made.
+    pub pool: Vec<String>,
+    /// The decomposed plan's steps (empty when the decomposer gave a one-step plan, which
+    /// is answered like a direct route).
+    pub steps: Vec<StepLabel>,
+    /// Every route executed for this question, direct ones first.
+    pub tried: Vec<TriedRoute>,
+    /// Decomposed executions the search spent (cache hits included).
+    pub executions: usize,
+}
+
+impl QuestionLabel {
+    /// Whether direct on `model` answered correctly (None: not tried).
+    pub fn direct_correct(&self, model: &str) -> Option<bool> {
+        self.tried.iter().find_map(|t| match &t.route {
+            RouteLabel::Direct { model: m } if m == model && t.error.is_none() => Some(t.correct),
+            _ => None,
+        })
+    }
+
+    /// Whether any decomposed allocation answered correctly.
+    pub fn decomposed_success(&self) -> bool {
+        self.tried
+            .iter()
+            .any(|t| matches!(t.route, RouteLabel::Decompose { .. }) && t.correct)
+    }
+
+    /// The cheapest correct route under `pool`'s active price profile (ties: fewer
+    /// tokens), or None when nothing answered correctly. This is the oracle.
+    pub fn cheapest_correct(&self, pool: &PoolConfig) -> Option<&TriedRoute> {
+        let profile = &pool.price_profile;
+        let key = |t: &TriedRoute| {
+            let cost = r2_bench::summary::cost_of(&t.usage, pool, profile);
+            let tokens: u64 = t.usage.values().map(|u| u.input_tokens + u.output_tokens).sum();
+            (cost, tokens)
+        };
+        self.tried
+            .iter()
+            .filter(|t| t.correct && t.error.is_none())
+            .min_by(|a, b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
+    }
+}
+
+/// A labels file, read against a pool.
+#[derive(Debug, Default)]
+pub struct LabelSet {
+    pub questions: Vec<QuestionLabel>,
+    /// (line number, reason) of lines that could not be read; they are skipped.
+    pub malformed: Vec<(usize, String)>,
+}
+
+/// Read a labels file. Malformed lines are skipped and reported with their line numbers;
+/// a model id the pool does not have is an error (the labels belong to another pool).
+pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, RouterError> {
+    let file = std::fs::File::open(path).map_err(|e| RouterError::Io { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mut set = LabelSet::default();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                set.malformed.push((n, format!("unreadable: {e}")));
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let q: QuestionLabel = match serde_json::from_str(&line) {
+            Ok(q) => q,
+            Err(e) => {
+                set.malformed.push((n, e.to_string()));
+                continue;
+            }
+        };
+        let known = |id: &str| pool.iter().any(|p| p == id);
+        let mut ids: Vec<&str> = q.steps.iter().filter_map(|s| s.label.as_deref()).collect();
+        for t in &q.tried {
+            match &t.route {
+                RouteLabel::Direct { model } => ids.push(model),
+                RouteLabel::Decompose { allocation } => ids.extend(allocation.iter().map(|s| s.as_str())),
+            }
+        }
+        if let Some(bad) = ids.into_iter().find(|id| !known(id)) {
+            return Err(RouterError::Labels {
+                path: path.to_path_buf(),
+                line: n,
+                reason: format!(
+                    "model '{bad}' is not in the pool ({}); these labels were made for another pool",
+                    pool.join(", ")
+                ),
+            });
+        }
+        set.questions.push(q);
+    }
+    Ok(set)
+}
+
+/// Append one question's labels (one line, flushed).
+pub fn append_label(file: &mut impl Write, q: &QuestionLabel) -> Result<(), RouterError> {
+    let line = serde_json::to_string(q).map_err(|e| RouterError::Invalid(e.to_string()))?;
+    writeln!(file, "{line}")
+        .and_then(|_| file.flush())
+        .map_err(|e| RouterError::Invalid(format!("cannot write labels: {e}")))
+}

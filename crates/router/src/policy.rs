@@ -1,0 +1,297 @@
+//! The policies this crate adds: `learned:<path>[@t]`, `query-level:<path>[@t]`,
+//! `oracle:<labels>`, plus the pinned route used by the label search and the sampling
+//! policy used by GRPO rollouts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use r2_allocator::{Allocation, Policy, PolicyError, Route, StepContext, StepKind};
+use r2_decomposer::{Plan, TaskFamily};
+use r2_pool::Pool;
+
+use crate::choice::{first_clearing, sample_stop, sigmoid, stop_log_probs};
+use crate::features::{Featurizer, StepInfo};
+use crate::labels::{QuestionLabel, RouteLabel};
+use crate::net::{route_candidates, RouteCandidate, RouterNet};
+use crate::rng::{fnv1a, SplitMix64};
+
+/// What the step head sees of the step being allocated.
+pub fn step_info(step: &StepContext<'_>) -> StepInfo {
+    let position = match step.kind {
+        StepKind::Synthesis => step.plan.len(),
+        StepKind::Subtask => step.subtask.id.saturating_sub(1),
+    };
+    StepInfo {
+        text: step.subtask.text.clone(),
+        position,
+        plan_len: step.plan.len(),
+        depends_on: step.subtask.depends_on.len(),
+        synthesis: step.kind == StepKind::Synthesis,
+    }
+}
+
+fn position(step: &StepContext<'_>) -> usize {
+    step_info(step).position
+}
+
+fn call_err(e: crate::RouterError) -> PolicyError {
+    PolicyError::Call(e.to_string())
+}
+
+/// A fixed route, for executing a chosen allocation (label search, the oracle). Steps the
+/// allocation does not cover (a plan longer than expected) go to the largest model. The
+/// plan the executor used is recorded.
+pub struct PinnedPolicy {
+    pub route: PinnedRoute,
+    plan: Mutex<Option<Plan>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinnedRoute {
+    Direct(usize),
+    /// Model per plan position, synthesis last.
+    Decompose(Vec<usize>),
+}
+
+impl PinnedPolicy {
+    pub fn new(route: PinnedRoute) -> Self {
+        Self {
+            route,
+            plan: Mutex::new(None),
+        }
+    }
+
+    /// The plan seen while allocating (None for direct routes).
+    pub fn plan(&self) -> Option<Plan> {
+        self.plan.lock().ok().and_then(|p| p.clone())
+    }
+}
+
+#[async_trait]
+impl Policy for PinnedPolicy {
+    fn name(&self) -> String {
+        match &self.route {
+            PinnedRoute::Direct(m) => format!("pinned:direct:{m}"),
+            PinnedRoute::Decompose(a) => format!("pinned:{a:?}"),
+        }
+    }
+
+    async fn route(&self, _q: &str, _f: TaskFamily, _pool: &Pool) -> Result<Route, PolicyError> {
+        Ok(match self.route {
+            PinnedRoute::Direct(model) => Route::Direct { model, score: 1.0 },
+            PinnedRoute::Decompose(_) => Route::Decompose,
+        })
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
+        if let Ok(mut p) = self.plan.lock() {
+            if p.is_none() {
+                *p = Some(step.plan.clone());
+            }
+        }
+        let largest = step.pool.len() - 1;
+        let model = match &self.route {
+            PinnedRoute::Direct(m) => *m,
+            PinnedRoute::Decompose(a) => a.get(position(&step)).copied().unwrap_or(largest),
+        };
+        Ok(Allocation::plain(model.min(largest), 1.0))
+    }
+}
+
+/// `learned:<path>[@t]`: the route head decides between answering directly (with the
+/// cheapest model predicted to succeed) and decomposing; the step head picks, for each
+/// step, the cheapest model whose predicted success clears the threshold.
+pub struct LearnedPolicy {
+    pub net: Arc<RouterNet>,
+    pub features: Arc<Featurizer>,
+    pub threshold: f64,
+    /// Never decompose: the query-level baseline.
+    pub query_level: bool,
+}
+
+impl LearnedPolicy {
+    fn route_logits(&self, question: &str, family: TaskFamily) -> Result<Vec<f64>, PolicyError> {
+        let f = self.features.route_features(question, family).map_err(call_err)?;
+        let mut z = self.net.route_logits(&[f]).map_err(call_err)?;
+        Ok(z.pop().unwrap_or_default())
+    }
+
+    fn step_logits(&self, step: &StepContext<'_>) -> Result<Vec<f64>, PolicyError> {
+        let f = self
+            .features
+            .step_features(step.question, step.family, &step_info(step))
+            .map_err(call_err)?;
+        let mut z = self.net.step_logits(&[f]).map_err(call_err)?;
+        Ok(z.pop().unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl Policy for LearnedPolicy {
+    fn name(&self) -> String {
+        let kind = if self.query_level { "query-level" } else { "learned" };
+        format!("{kind}@{}", self.threshold)
+    }
+
+    async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
+        let z = self.route_logits(question, family)?;
+        let candidates = route_candidates(pool.len());
+        if self.query_level {
+            // Only the direct options, cheapest first.
+            let (idx, zs): (Vec<usize>, Vec<f64>) = candidates
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match c {
+                    RouteCandidate::Direct(m) => Some((*m, z[i])),
+                    RouteCandidate::Decompose => None,
+                })
+                .unzip();
+            let pick = first_clearing(&zs, self.threshold);
+            return Ok(Route::Direct {
+                model: idx[pick],
+                score: sigmoid(zs[pick]),
+            });
+        }
+        let pick = first_clearing(&z, self.threshold);
+        Ok(match candidates[pick] {
+            RouteCandidate::Direct(model) => Route::Direct {
+                model,
+                score: sigmoid(z[pick]),
+            },
+            RouteCandidate::Decompose => Route::Decompose,
+        })
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
+        let z = self.step_logits(&step)?;
+        let model = first_clearing(&z, self.threshold);
+        Ok(Allocation::plain(model, sigmoid(z[model])))
+    }
+}
+
+/// One sampled decision of a GRPO rollout.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub route_head: bool,
+    pub features: Vec<f32>,
+    pub chosen: usize,
+    pub logp_old: f64,
+}
+
+/// Samples routes and allocations from the stop process of the current network and
+/// records every decision. Draws are a pure function of (seed, question, step), so
+/// concurrent steps do not change what is sampled.
+pub struct SamplingPolicy {
+    pub net: Arc<RouterNet>,
+    pub features: Arc<Featurizer>,
+    pub threshold: f64,
+    pub seed: u64,
+    pub decisions: Mutex<Vec<Decision>>,
+}
+
+impl SamplingPolicy {
+    fn draw(&self, question: &str, what: u64) -> f64 {
+        SplitMix64::stream(self.seed, &[fnv1a(question), what]).unit()
+    }
+
+    fn record(&self, route_head: bool, features: Vec<f32>, z: &[f64], u: f64) -> usize {
+        let chosen = sample_stop(z, self.threshold, u);
+        let logp_old = stop_log_probs(z, self.threshold)[chosen];
+        if let Ok(mut d) = self.decisions.lock() {
+            d.push(Decision {
+                route_head,
+                features,
+                chosen,
+                logp_old,
+            });
+        }
+        chosen
+    }
+}
+
+#[async_trait]
+impl Policy for SamplingPolicy {
+    fn name(&self) -> String {
+        format!("sampled:{}", self.seed)
+    }
+
+    async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
+        let f = self.features.route_features(question, family).map_err(call_err)?;
+        let z = self.net.route_logits(&[f.clone()]).map_err(call_err)?.pop().unwrap_or_default();
+        let chosen = self.record(true, f, &z, self.draw(question, u64::MAX));
+        Ok(match route_candidates(pool.len())[chosen] {
+            RouteCandidate::Direct(model) => Route::Direct {
+                model,
+                score: sigmoid(z[chosen]),
+            },
+            RouteCandidate::Decompose => Route::Decompose,
+        })
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
+        let info = step_info(&step);
+        let f = self
+            .features
+            .step_features(step.question, step.family, &info)
+            .map_err(call_err)?;
+        let z = self.net.step_logits(&[f.clone()]).map_err(call_err)?.pop().unwrap_or_default();
+        let chosen = self.record(false, f, &z, self.draw(step.question, info.position as u64));
+        Ok(Allocation::plain(chosen, sigmoid(z[chosen])))
+    }
+}
+
+/// `oracle:<labels>`: replays each question's cheapest correct labelled route (evaluation
+/// only). A question without a correct route goes direct to the largest model; a question
+/// missing from the labels is an error for that item.
+pub struct OraclePolicy {
+    by_question: HashMap<String, QuestionLabel>,
+    pool_config: r2_pool::PoolConfig,
+    source: String,
+}
+
+impl OraclePolicy {
+    pub fn new(labels: Vec<QuestionLabel>, pool_config: r2_pool::PoolConfig, source: String) -> Self {
+        let by_question = labels
+            .into_iter()
+            .map(|q| (q.question.trim().to_string(), q))
+            .collect();
+        Self {
+            by_question,
+            pool_config,
+            source,
+        }
+    }
+
+    fn pinned(&self, question: &str) -> Result<PinnedRoute, PolicyError> {
+        let q = self.by_question.get(question.trim()).ok_or_else(|| PolicyError::Invalid {
+            policy: format!("oracle:{}", self.source),
+            reason: "this question is not in the labels".into(),
+        })?;
+        let index = |id: &str| self.pool_config.models.iter().position(|m| m.id == id);
+        let largest = self.pool_config.models.len() - 1;
+        Ok(match q.cheapest_correct(&self.pool_config).map(|t| &t.route) {
+            Some(RouteLabel::Direct { model }) => PinnedRoute::Direct(index(model).unwrap_or(largest)),
+            Some(RouteLabel::Decompose { allocation }) => PinnedRoute::Decompose(
+                allocation.iter().map(|m| index(m).unwrap_or(largest)).collect(),
+            ),
+            None => PinnedRoute::Direct(largest),
+        })
+    }
+}
+
+#[async_trait]
+impl Policy for OraclePolicy {
+    fn name(&self) -> String {
+        format!("oracle:{}", self.source)
+    }
+
+    async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
+        PinnedPolicy::new(self.pinned(question)?).route(question, family, pool).await
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
+        let pinned = PinnedPolicy::new(self.pinned(step.question)?);
+        pinned.allocate(step).await
+    }
+}

@@ -1,0 +1,284 @@
+//! The router end to end on a scripted pool where model `k` gets a step right only when
+//! the step's marker asks for level ≤ k: label search must find the known cheapest
+//! allocation, SFT must learn it, GRPO must improve a deliberately bad policy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use r2_bench::run::RunSettings;
+use r2_bench::{Gold, Item};
+use r2_decomposer::TaskFamily;
+use r2_executor::ExecOptions;
+use r2_pool::{Backend, GenRequest, Pool, PoolConfig, ScriptedBackend};
+use r2_router::features::{Featurizer, HashEncoder};
+use r2_router::grpo::{Grpo, GrpoOptions};
+use r2_router::labels::{read_labels, append_label, QuestionLabel};
+use r2_router::net::RouterNet;
+use r2_router::policy::{LearnedPolicy, PinnedRoute};
+use r2_router::search::{label_question, ExecRunner, RouteRunner, SearchOptions};
+use r2_router::sft::{train_sft, SftOptions};
+
+const MARKERS: [&str; 3] = ["alpha", "beta", "gamma"];
+
+fn level_of(text: &str) -> usize {
+    MARKERS.iter().position(|m| text.contains(m)).unwrap_or(0)
+}
+
+/// Model `me` of the pool.
+fn backend(me: usize) -> Arc<dyn Backend> {
+    ScriptedBackend::new(move |req: &GenRequest| {
+        let system = &req.messages[0].content;
+        let last = &req.messages.last().unwrap().content;
+        Ok(if system.starts_with("You break a question") {
+            // The plan lists the question's markers in order.
+            let q = last.rsplit("Question:").next().unwrap_or(last);
+            let words: Vec<&str> = q
+                .split_whitespace()
+                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+                .filter(|w| MARKERS.contains(w))
+                .collect();
+            words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!("{}. Work out part {} of the puzzle, the {w} part.", i + 1, i + 1))
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else if system.starts_with("You are working on one step") {
+            let this = last.rsplit("This step: ").next().unwrap_or("");
+            if me >= level_of(this) {
+                "checked\nRESULT: fine".into()
+            } else {
+                "guessing\nRESULT: broken".into()
+            }
+        } else if last.contains("Notes from working through it") {
+            if last.contains("broken") {
+                "ANSWER: 0".into()
+            } else {
+                "ANSWER: 42".into()
+            }
+        } else if me == 2 {
+            "ANSWER: 42".into()
+        } else {
+            "ANSWER: 0".into()
+        })
+    })
+}
+
+fn pool() -> Pool {
+    let cfg = PoolConfig::embedded();
+    let map: HashMap<String, Arc<dyn Backend>> = cfg
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.clone(), backend(i)))
+        .collect();
+    Pool::new(cfg, map).unwrap()
+}
+
+fn ids(pool: &Pool) -> Vec<String> {
+    (0..pool.len()).map(|m| pool.id(m).to_string()).collect()
+}
+
+/// Question `i` has three steps with markers chosen by `i`.
+fn items(range: std::ops::Range<usize>) -> Vec<Item> {
+    range
+        .map(|i| {
+            let levels = [i % 3, (i / 3) % 3, (i / 9) % 3];
+            let words: Vec<&str> = levels.iter().map(|l| MARKERS[*l]).collect();
+            Item {
+                id: format!("q{i}"),
+                question: format!("Puzzle {i}: handle {} then report.", words.join(" and ")),
+                family: TaskFamily::Math,
+                gold: Gold::Number("42".into()),
+                reference: None,
+                meta: BTreeMap::new(),
+            }
+        })
+        .collect()
+}
+
+fn settings(dir: &std::path::Path) -> RunSettings {
+    RunSettings {
+        out_dir: dir.to_path_buf(),
+        concurrency: 1,
+        exec: ExecOptions::default(),
+        decomposer: 2,
+        judge: 2,
+        limits: Default::default(),
+    }
+}
+
+async fn labels_for(pool: &Pool, items: &[Item], s: &RunSettings) -> Vec<QuestionLabel> {
+    let runner = ExecRunner { pool, settings: s };
+    let opts = SearchOptions { budget: 12, confident: 0.9 };
+    let mut out = Vec::new();
+    for item in items {
+        out.push(label_question(&runner, item, &ids(pool), &opts).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn label_search_finds_the_cheapest_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool();
+    let s = settings(dir.path());
+    let labels = labels_for(&pool, &items(0..27), &s).await;
+    let pool_ids = ids(&pool);
+    for (q, item) in labels.iter().zip(items(0..27)) {
+        assert_eq!(q.steps.len(), 4, "three subtasks and the synthesis: {q:?}");
+        let i: usize = item.id[1..].parse().unwrap();
+        let want = [i % 3, (i / 3) % 3, (i / 9) % 3, 0];
+        let got: Vec<usize> = q
+            .steps
+            .iter()
+            .map(|s| pool_ids.iter().position(|p| Some(p) == s.label.as_ref()).unwrap())
+            .collect();
+        assert_eq!(got, want, "{}", item.question);
+        assert!(q.steps.iter().all(|s| s.success));
+        assert_eq!(q.direct_correct(&pool_ids[2]), Some(true));
+        assert_eq!(q.direct_correct(&pool_ids[0]), Some(false));
+        // The oracle's route is the cheapest correct one that was tried.
+        assert!(q.cheapest_correct(&pool.config).is_some());
+    }
+
+    // Labels survive the file round trip, malformed lines are reported, foreign models refused.
+    let path = dir.path().join("labels.jsonl");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for q in &labels[..3] {
+        append_label(&mut f, q).unwrap();
+    }
+    use std::io::Write;
+    writeln!(f, "{{not json").unwrap();
+    drop(f);
+    let set = read_labels(&path, &pool_ids).unwrap();
+    assert_eq!(set.questions, labels[..3].to_vec());
+    assert_eq!(set.malformed.len(), 1);
+    assert_eq!(set.malformed[0].0, 4);
+    let err = read_labels(&path, &["a".into(), "b".into(), "c".into()]).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("not in the pool"), "{err}");
+}
+
+#[tokio::test]
+async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool();
+    let s = settings(dir.path());
+    let labels = labels_for(&pool, &items(0..27), &s).await;
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    let opts = SftOptions { holdout: 0.0, ..Default::default() };
+    let (net, metrics) = train_sft(&labels, &ids(&pool), &features, &opts).unwrap();
+    assert!(metrics.final_train_loss < 0.2, "{metrics:?}");
+
+    // Seeded: the same data and seed give the same weights.
+    let (again, _) = train_sft(&labels, &ids(&pool), &features, &opts).unwrap();
+    let w = |n: &RouterNet| n.step.w2.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(w(&net), w(&again));
+
+    // Save/load round trip.
+    let path = dir.path().join("allocator.safetensors");
+    net.save(&path).unwrap();
+    let loaded = RouterNet::load(&path).unwrap();
+    assert_eq!(loaded.manifest, net.manifest);
+    assert_eq!(w(&loaded), w(&net));
+
+    // Unseen questions (new marker combinations reuse the same step texts) are routed by marker.
+    let policy = LearnedPolicy {
+        net: Arc::new(loaded),
+        features: features.clone(),
+        threshold: 0.5,
+        query_level: false,
+    };
+    let exec = r2_executor::Executor::new(&pool, ExecOptions::default());
+    let mut right = 0;
+    let test = items(27..40);
+    for item in &test {
+        let a = exec.run(&item.question, item.family, &policy, 2).await.unwrap();
+        let steps: Vec<&r2_executor::StepTrace> = a.steps.iter().filter(|s| s.id.parse::<usize>().is_ok()).collect();
+        let want: Vec<usize> = steps.iter().map(|s| level_of(&s.text)).collect();
+        let got: Vec<usize> = steps
+            .iter()
+            .map(|s| ids(&pool).iter().position(|p| *p == s.model).unwrap())
+            .collect();
+        right += usize::from(got == want && a.answer == "42");
+    }
+    assert!(right >= test.len() - 1, "{right}/{}", test.len());
+}
+
+#[tokio::test]
+async fn grpo_improves_a_bad_initial_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool();
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
+    // Deliberately bad: every step leans to the cheapest model; the route head leans to
+    // decomposing.
+    let bias = |v: &[f32]| candle_core::Tensor::from_vec(v.to_vec(), v.len(), &candle_core::Device::Cpu).unwrap();
+    net.step.b2.set(&bias(&[1.5, 1.5, 1.5])).unwrap();
+    net.route.b2.set(&bias(&[-4.0, -4.0, 4.0, 0.0])).unwrap();
+    let reference = net.snapshot().unwrap();
+    let opts = GrpoOptions {
+        group: 8,
+        lambda: 0.2,
+        iterations: 25,
+        batch: 6,
+        epochs: 4,
+        lr: 1e-2,
+        kl: 0.001,
+        patience: 25,
+        ..Default::default()
+    };
+    let grpo = Grpo::new(&pool, &s, features.clone(), opts);
+    let out = dir.path().join("grpo.safetensors");
+    let report = grpo
+        .train(net, &reference, &items(0..27), &items(27..40), &out, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        report.best_dev.reward > report.initial_dev.reward + 0.2,
+        "dev reward {} → {}",
+        report.initial_dev.reward,
+        report.best_dev.reward
+    );
+    assert!(dir.path().join("grpo.log.jsonl").exists());
+    let best = RouterNet::load(&out).unwrap();
+    assert_eq!(best.manifest.stage, "grpo");
+}
+
+#[tokio::test]
+async fn a_router_for_another_pool_refuses_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let features = Featurizer::new(Arc::new(HashEncoder::new(16)));
+    let net = RouterNet::new(vec!["a".into(), "b".into()], features.layout(), 8, 0).unwrap();
+    let path = dir.path().join("r.safetensors");
+    net.save(&path).unwrap();
+    let env = r2_router::RouterEnv::new(None, false);
+    let pool = pool();
+    let err = env.load_router(path.to_str().unwrap(), &pool).err().unwrap().to_string();
+    assert!(err.contains("[a, b]") && err.contains("qwen2.5-coder-1.5b"), "{err}");
+
+    // A manifest that lies about the shapes: the error names both shapes.
+    let mpath = RouterNet::manifest_path(&path);
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    m["pool"] = serde_json::json!(["a", "b", "c"]);
+    std::fs::write(&mpath, m.to_string()).unwrap();
+    let err = RouterNet::load(&path).unwrap_err().to_string();
+    assert!(err.contains("[3, 8]") && err.contains("[2, 8]"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_policies_and_bad_thresholds_are_input_errors() {
+    let pool = pool();
+    let env = r2_router::RouterEnv::new(None, false);
+    for bad in ["learned:/nonexistent/x.safetensors", "learned:x@1.5", "oracle:", "oracle:/nonexistent.jsonl", "bogus"] {
+        let e = r2_router::parse_policy(bad, &pool, &env).err().unwrap();
+        assert!(e.is_input_error(), "{bad}: {e}");
+    }
+    assert!(r2_router::parse_policy("fixed:qwen2.5-coder-0.5b", &pool, &env).is_ok());
+}
+
+#[allow(dead_code)]
+fn _runner_is_object_safe(r: &dyn RouteRunner, _: PinnedRoute) -> &dyn RouteRunner {
+    r
+}
