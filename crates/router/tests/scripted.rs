@@ -282,3 +282,26 @@ async fn unknown_policies_and_bad_thresholds_are_input_errors() {
 fn _runner_is_object_safe(r: &dyn RouteRunner, _: PinnedRoute) -> &dyn RouteRunner {
     r
 }
+
+/// The router compiled into the binary loads for the embedded default pool (with the
+/// encoder its manifest names, fetched/distilled into the user's cache on first use),
+/// refuses a pool without the largest model, and decides with probabilities in (0, 1).
+#[tokio::test]
+async fn the_shipped_router_belongs_to_the_embedded_pool() {
+    let pool = pool();
+    let env = r2_router::RouterEnv::new(None, false);
+    let (net, features) = env.load_router(r2_router::SHIPPED_NAME, &pool).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(net.manifest.pool, ids(&pool));
+    let x = features.route_features("What is 17 * 23 + 5?", TaskFamily::Math).unwrap();
+    let z = net.route_logits(&[x]).unwrap();
+    assert_eq!(z[0].len(), pool.len() + 1);
+    assert!(z[0].iter().all(|v| v.is_finite()));
+
+    let mut cfg = PoolConfig::embedded();
+    cfg.models.pop();
+    let map: HashMap<String, Arc<dyn Backend>> =
+        cfg.models.iter().enumerate().map(|(i, m)| (m.id.clone(), backend(i))).collect();
+    let smaller = Pool::new(cfg, map).unwrap();
+    let err = env.load_router(r2_router::SHIPPED_NAME, &smaller).err().expect("a pool mismatch");
+    assert!(err.to_string().contains("trained for the pool"), "{err}");
+}
