@@ -143,6 +143,9 @@ pub struct StepInfo {
     pub synthesis: bool,
 }
 
+/// Distinct texts whose embeddings a featurizer keeps (then it starts over).
+const EMBED_CACHE_CAP: usize = 50_000;
+
 pub struct Featurizer {
     encoder: Arc<dyn Encoder>,
     cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
@@ -169,33 +172,47 @@ impl Featurizer {
     /// Embeddings of `texts`, computed once per distinct text (questions recur for every
     /// step of their plan and every rollout).
     fn embed(&self, texts: &[&str]) -> Result<Vec<Arc<Vec<f32>>>, RouterError> {
-        let missing: Vec<&str> = {
+        // Hits are taken out under the lock at once, so a concurrent clear (the cache is
+        // bounded) cannot lose them between lookup and use.
+        let mut found: HashMap<&str, Arc<Vec<f32>>> = HashMap::with_capacity(texts.len());
+        let mut missing: Vec<&str> = Vec::new();
+        {
             let cache = self.cache.lock().map_err(|_| RouterError::Poisoned)?;
-            let mut m: Vec<&str> = texts
-                .iter()
-                .copied()
-                .filter(|t| !cache.contains_key(*t))
-                .collect();
-            m.sort_unstable();
-            m.dedup();
-            m
-        };
+            for &t in texts {
+                match cache.get(t) {
+                    Some(v) => {
+                        found.insert(t, v.clone());
+                    }
+                    None => missing.push(t),
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
         if !missing.is_empty() {
             let vectors = self.encoder.encode(&missing)?;
+            if vectors.len() != missing.len() {
+                return Err(RouterError::Encoder(format!(
+                    "{} texts gave {} embeddings",
+                    missing.len(),
+                    vectors.len()
+                )));
+            }
             let mut cache = self.cache.lock().map_err(|_| RouterError::Poisoned)?;
-            if cache.len() > 50_000 {
+            if cache.len() + missing.len() > EMBED_CACHE_CAP {
                 cache.clear();
             }
             for (t, v) in missing.iter().zip(vectors) {
-                cache.insert((*t).to_string(), Arc::new(v));
+                let v = Arc::new(v);
+                cache.insert((*t).to_string(), v.clone());
+                found.insert(t, v);
             }
         }
-        let cache = self.cache.lock().map_err(|_| RouterError::Poisoned)?;
         texts
             .iter()
             .map(|t| {
-                cache
-                    .get(*t)
+                found
+                    .get(t)
                     .cloned()
                     .ok_or_else(|| RouterError::Encoder("an embedding went missing".into()))
             })
@@ -270,5 +287,26 @@ mod tests {
         };
         assert_eq!(f.step_features("Q?", TaskFamily::Math, &step).unwrap().len(), l.step_dim);
         assert_eq!(f.route_features("Q?", TaskFamily::Math).unwrap().len(), l.route_dim);
+    }
+
+    #[test]
+    fn a_full_embedding_cache_starts_over_without_losing_what_is_asked() {
+        let f = Featurizer::new(Arc::new(HashEncoder::new(16)));
+        let q = "The question, embedded once";
+        let first = f.route_features(q, TaskFamily::Math).unwrap();
+        // Fill the cache to its bound with distinct step texts; each call also needs the
+        // (cached) question, which a clear must not lose.
+        for i in 0..EMBED_CACHE_CAP + 10 {
+            let step = StepInfo {
+                text: format!("step {i}"),
+                position: 0,
+                plan_len: 1,
+                depends_on: 0,
+                synthesis: false,
+            };
+            f.step_features(q, TaskFamily::Math, &step).unwrap();
+        }
+        assert!(f.cache.lock().unwrap().len() <= EMBED_CACHE_CAP);
+        assert_eq!(f.route_features(q, TaskFamily::Math).unwrap(), first);
     }
 }
