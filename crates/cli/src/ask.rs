@@ -139,8 +139,8 @@ pub fn write_table(out: &mut impl Write, answer: &Answer) -> std::io::Result<()>
     writeln!(out, "Answer: {}\n", answer.answer)?;
     writeln!(
         out,
-        "{:<10} {:<20} {:>6} {:>6} {:>12} {:>9} {:>5}  {}",
-        "step", "model", "in", "out", "cost (USD)", "latency", "conf", "text"
+        "{:<10} {:<20} {:>6} {:>6} {:>12} {:>9} {:>5}  text",
+        "step", "model", "in", "out", "cost (USD)", "latency", "conf"
     )?;
     for s in &answer.steps {
         let conf = s

@@ -120,7 +120,8 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
     if labels.questions.is_empty() {
         return Err(input_error("the labels have no usable questions: nothing to train on"));
     }
-    if !(0.0..1.0).contains(&args.holdout) || !(args.threshold > 0.0 && args.threshold < 1.0) {
+    let threshold_ok = args.threshold > 0.0 && args.threshold < 1.0;
+    if !(0.0..1.0).contains(&args.holdout) || !threshold_ok {
         return Err(input_error("--holdout must be in [0, 1) and --threshold in (0, 1)"));
     }
     let env = RouterEnv::new(None, true);

@@ -5,6 +5,7 @@
 //! - `minilm, new subtask`: all-MiniLM-L6-v2 embeds a subtask never seen before (the
 //!   question's embedding is cached, as it is for every step after the first).
 //! - `minilm, cached`: the same subtask again (GRPO rollouts, repeated plans).
+//!
 //! Run with `cargo bench -p r2-router --bench decision`; RAYON_NUM_THREADS sets the threads.
 
 use std::hint::black_box;

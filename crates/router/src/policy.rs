@@ -218,7 +218,7 @@ impl Policy for SamplingPolicy {
 
     async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
         let f = self.features.route_features(question, family).map_err(call_err)?;
-        let z = self.net.route_logits(&[f.clone()]).map_err(call_err)?.pop().unwrap_or_default();
+        let z = self.net.route_logits(std::slice::from_ref(&f)).map_err(call_err)?.pop().unwrap_or_default();
         let chosen = self.record(true, f, &z, self.draw(question, u64::MAX));
         Ok(match route_candidates(pool.len())[chosen] {
             RouteCandidate::Direct(model) => Route::Direct {
@@ -235,7 +235,7 @@ impl Policy for SamplingPolicy {
             .features
             .step_features(step.question, step.family, &info)
             .map_err(call_err)?;
-        let z = self.net.step_logits(&[f.clone()]).map_err(call_err)?.pop().unwrap_or_default();
+        let z = self.net.step_logits(std::slice::from_ref(&f)).map_err(call_err)?.pop().unwrap_or_default();
         let chosen = self.record(false, f, &z, self.draw(step.question, info.position as u64));
         Ok(Allocation::plain(chosen, sigmoid(z[chosen])))
     }
