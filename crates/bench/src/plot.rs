@@ -146,7 +146,11 @@ where
     let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
     root.fill(&WHITE).map_err(e)?;
     let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).filter(|y| y.is_finite()).collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .filter(|y| y.is_finite())
+        .collect();
     let x_hi = xs.fold(1.0, f64::max);
     let y_lo = ys.iter().copied().fold(0.0, f64::min);
     let y_hi = ys.iter().copied().fold(1.0, f64::max);
@@ -161,7 +165,10 @@ where
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), ShapeStyle::from(&color).stroke_width(2)))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                ShapeStyle::from(&color).stroke_width(2),
+            ))
             .map_err(e)?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
@@ -179,7 +186,12 @@ where
 /// Line curves (e.g. training reward, accuracy and cost per iteration) as a PNG at `path`.
 pub fn curves(path: &Path, title: &str, x_desc: &str, series: &[Series]) -> Result<(), String> {
     register_font()?;
-    draw_curves(BitMapBackend::new(path, (960, 640)).into_drawing_area(), title, x_desc, series)
+    draw_curves(
+        BitMapBackend::new(path, (960, 640)).into_drawing_area(),
+        title,
+        x_desc,
+        series,
+    )
 }
 
 #[cfg(test)]
@@ -220,7 +232,10 @@ mod tests {
     fn curves_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("curves.png");
-        let series = vec![("reward".to_string(), vec![(1.0, 0.2), (2.0, 0.4), (3.0, 0.5)])];
+        let series = vec![(
+            "reward".to_string(),
+            vec![(1.0, 0.2), (2.0, 0.4), (3.0, 0.5)],
+        )];
         curves(&path, "training", "iteration", &series).unwrap();
         assert_eq!(&std::fs::read(&path).unwrap()[..4], b"\x89PNG");
     }

@@ -306,7 +306,11 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Highest accuracy at a mean cost per item (USD) at most this.
-    #[arg(long, conflicts_with = "target_accuracy", required_unless_present = "target_accuracy")]
+    #[arg(
+        long,
+        conflicts_with = "target_accuracy",
+        required_unless_present = "target_accuracy"
+    )]
     pub target_cost: Option<f64>,
     /// Cheapest threshold with at least this accuracy (0-1 or a percentage).
     #[arg(long)]

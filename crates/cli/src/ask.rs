@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use r2_router::{parse_policy, RouterEnv};
 use r2_decomposer::TaskFamily;
 use r2_executor::{Answer, ExecOptions, Executor};
 use r2_models::ModelCache;
 use r2_pool::{PoolConfig, Sampling};
+use r2_router::{parse_policy, RouterEnv};
 use r2_runtime::{build_pool, RuntimeOptions};
 
 use crate::args::AskArgs;

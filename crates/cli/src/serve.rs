@@ -38,9 +38,8 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
         },
         None,
     );
-    let parser: r2_server::PolicyParser = Arc::new(move |name: &str, pool: &r2_pool::Pool| {
-        r2_router::parse_policy(name, pool, &env)
-    });
+    let parser: r2_server::PolicyParser =
+        Arc::new(move |name: &str, pool: &r2_pool::Pool| r2_router::parse_policy(name, pool, &env));
     // The default policy is loaded (embedding model included) before the first request.
     if let Some(p) = &pool.config.default_policy {
         parser(p, &pool).map_err(|e| input_error(format!("policy: {e}")))?;

@@ -32,7 +32,11 @@ pub fn select_items(args: &DataArgs) -> Result<Selection> {
     let report = match (&args.dataset, &args.data) {
         (Some(name), None) => datasets::load(name, args.split.as_deref()),
         (None, Some(path)) => datasets::load_path(path, args.format.as_deref()),
-        _ => return Err(input_error("give exactly one of --dataset NAME or --data PATH")),
+        _ => {
+            return Err(input_error(
+                "give exactly one of --dataset NAME or --data PATH",
+            ))
+        }
     }
     .map_err(|e| input_error(e.to_string()))?;
     let label = args
@@ -45,7 +49,11 @@ pub fn select_items(args: &DataArgs) -> Result<Selection> {
     let mut all = report.items.clone();
     for name in &args.exclude {
         let other = datasets::load(name, None).map_err(|e| input_error(e.to_string()))?;
-        let seen: HashSet<String> = other.items.iter().map(|i| i.question.trim().to_string()).collect();
+        let seen: HashSet<String> = other
+            .items
+            .iter()
+            .map(|i| i.question.trim().to_string())
+            .collect();
         all.retain(|i| !seen.contains(i.question.trim()));
     }
     let items = datasets::select(all, args.offset, args.limit, args.shuffle);
@@ -130,7 +138,9 @@ impl Session {
     }
 
     pub fn pool_ids(&self) -> Vec<String> {
-        (0..self.pool.len()).map(|m| self.pool.id(m).to_string()).collect()
+        (0..self.pool.len())
+            .map(|m| self.pool.id(m).to_string())
+            .collect()
     }
 
     /// Calls served from the cache and made, so far.

@@ -29,9 +29,11 @@ pub async fn run(config_path: Option<&Path>, action: TrainAction) -> Result<()> 
 fn bar(len: usize, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_prefix(prefix.to_string());
     bar
@@ -40,7 +42,9 @@ fn bar(len: usize, prefix: &str) -> ProgressBar {
 /// A router error caused by the user's files or arguments exits with code 2.
 fn router_error(e: RouterError) -> anyhow::Error {
     match e {
-        RouterError::Tensor(_) | RouterError::Poisoned | RouterError::NotFinite { .. } => anyhow::Error::new(e),
+        RouterError::Tensor(_) | RouterError::Poisoned | RouterError::NotFinite { .. } => {
+            anyhow::Error::new(e)
+        }
         other => input_error(other.to_string()),
     }
 }
@@ -64,7 +68,11 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
         .append(true)
         .open(&args.out)
         .with_context(|| format!("cannot open {}", args.out.display()))?;
-    let todo: Vec<_> = selection.items.iter().filter(|i| !done.contains(&i.id)).collect();
+    let todo: Vec<_> = selection
+        .items
+        .iter()
+        .filter(|i| !done.contains(&i.id))
+        .collect();
     let settings = session.settings(std::env::temp_dir());
     let runner = ExecRunner {
         pool: &session.pool,
@@ -118,11 +126,15 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
     let ids: Vec<String> = config.ids().into_iter().map(String::from).collect();
     let labels = read_all_labels(&args.labels, &ids)?;
     if labels.questions.is_empty() {
-        return Err(input_error("the labels have no usable questions: nothing to train on"));
+        return Err(input_error(
+            "the labels have no usable questions: nothing to train on",
+        ));
     }
     let threshold_ok = args.threshold > 0.0 && args.threshold < 1.0;
     if !(0.0..1.0).contains(&args.holdout) || !threshold_ok {
-        return Err(input_error("--holdout must be in [0, 1) and --threshold in (0, 1)"));
+        return Err(input_error(
+            "--holdout must be in [0, 1) and --threshold in (0, 1)",
+        ));
     }
     let env = RouterEnv::new(None, true);
     let features = Featurizer::new(env.encoder(&args.encoder).map_err(router_error)?);
@@ -149,16 +161,34 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
     let names: Vec<String> = args
         .labels
         .iter()
-        .map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|p| {
+            p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .collect();
-    net.manifest.notes.insert("questions".into(), serde_json::json!(labels.questions.len()));
-    net.manifest.notes.insert("labels".into(), serde_json::json!(names));
-    net.manifest.notes.insert("seed".into(), serde_json::json!(args.seed));
+    net.manifest.notes.insert(
+        "questions".into(),
+        serde_json::json!(labels.questions.len()),
+    );
+    net.manifest
+        .notes
+        .insert("labels".into(), serde_json::json!(names));
+    net.manifest
+        .notes
+        .insert("seed".into(), serde_json::json!(args.seed));
     save_with_metrics(&mut net, &metrics, &args.out).map_err(router_error)?;
     let metrics_path = sibling(&args.out, "metrics.json");
-    std::fs::write(&metrics_path, serde_json::to_string_pretty(&metrics)? + "\n")?;
+    std::fs::write(
+        &metrics_path,
+        serde_json::to_string_pretty(&metrics)? + "\n",
+    )?;
     print!("{}", report(&metrics, &ids));
-    println!("wrote {} and {}", args.out.display(), metrics_path.display());
+    println!(
+        "wrote {} and {}",
+        args.out.display(),
+        metrics_path.display()
+    );
     Ok(())
 }
 
@@ -174,7 +204,9 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
     let n = selection.items.len();
     let dev = args.dev.min(n.saturating_sub(1));
     if n - dev == 0 {
-        return Err(input_error("GRPO needs at least one training question besides the dev set"));
+        return Err(input_error(
+            "GRPO needs at least one training question besides the dev set",
+        ));
     }
     let (train, dev) = selection.items.split_at(n - dev);
     let settings = session.settings(std::env::temp_dir());
@@ -191,7 +223,11 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         ..Default::default()
     };
     let grpo = Grpo::new(&session.pool, &settings, features, options);
-    println!("GRPO on {} training and {} dev questions", train.len(), dev.len());
+    println!(
+        "GRPO on {} training and {} dev questions",
+        train.len(),
+        dev.len()
+    );
     let result = grpo
         .train(net, &reference, train, dev, &args.out, |l| {
             println!(
@@ -220,9 +256,17 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         }
         Err(e) => return Err(router_error(e)),
     };
-    let series = |name: &str, f: &dyn Fn(&r2_router::grpo::IterLog) -> f64| -> (String, Vec<(f64, f64)>) {
-        (name.to_string(), report.log.iter().map(|l| (l.iteration as f64, f(l))).collect())
-    };
+    let series =
+        |name: &str, f: &dyn Fn(&r2_router::grpo::IterLog) -> f64| -> (String, Vec<(f64, f64)>) {
+            (
+                name.to_string(),
+                report
+                    .log
+                    .iter()
+                    .map(|l| (l.iteration as f64, f(l)))
+                    .collect(),
+            )
+        };
     let plot_path = sibling(&args.out, "curves.png");
     let curves = vec![
         series("train reward", &|l| l.train.reward),
@@ -240,7 +284,11 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         report.initial_dev.reward,
         report.best_dev.reward,
         report.best_iteration,
-        if report.stopped_early { ", stopped early" } else { "" },
+        if report.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
         args.out.display(),
         sibling(&args.out, "log.jsonl").display(),
         plot_path.display()
@@ -249,32 +297,59 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
 }
 
 pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Result<()> {
-    let target = match (args.target_cost, args.target_accuracy) {
-        (Some(c), None) if c.is_finite() && c >= 0.0 => Target::Cost(c),
-        (None, Some(a)) if a.is_finite() && a > 0.0 && a <= 100.0 => {
-            Target::Accuracy(if a > 1.0 { a / 100.0 } else { a })
-        }
-        _ => return Err(input_error("give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)")),
-    };
+    let target =
+        match (args.target_cost, args.target_accuracy) {
+            (Some(c), None) if c.is_finite() && c >= 0.0 => Target::Cost(c),
+            (None, Some(a)) if a.is_finite() && a > 0.0 && a <= 100.0 => {
+                Target::Accuracy(if a > 1.0 { a / 100.0 } else { a })
+            }
+            _ => return Err(input_error(
+                "give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)",
+            )),
+        };
     let path = match args.policy.split_once(':') {
         Some(("learned", p)) => p.rsplit_once('@').map(|(p, _)| p).unwrap_or(p).to_string(),
         None if args.policy == "learned" => r2_router::SHIPPED_NAME.to_string(),
-        _ => return Err(input_error(format!("calibrate needs a learned policy (learned:<path>), not '{}'", args.policy))),
+        _ => {
+            return Err(input_error(format!(
+                "calibrate needs a learned policy (learned:<path>), not '{}'",
+                args.policy
+            )))
+        }
     };
     let selection = select_items(&args.data)?;
     let session = Session::open(config_path, &args.run)?;
-    let (net, features) = session.env.load_router(&path, &session.pool).map_err(router_error)?;
+    let (net, features) = session
+        .env
+        .load_router(&path, &session.pool)
+        .map_err(router_error)?;
     let settings = session.settings(std::env::temp_dir());
-    println!("calibrating on {} items of {}", selection.items.len(), selection.label);
-    let points = sweep(&session.pool, &settings, net, features, &selection.items, &GRID, |p| {
-        println!(
-            "threshold {:.1}: accuracy {:.1}%, cost per item ${:.8}{}",
-            p.threshold,
-            100.0 * p.accuracy,
-            p.cost_per_item,
-            if p.errored > 0 { format!(" ({} errored)", p.errored) } else { String::new() }
-        )
-    })
+    println!(
+        "calibrating on {} items of {}",
+        selection.items.len(),
+        selection.label
+    );
+    let points = sweep(
+        &session.pool,
+        &settings,
+        net,
+        features,
+        &selection.items,
+        &GRID,
+        |p| {
+            println!(
+                "threshold {:.1}: accuracy {:.1}%, cost per item ${:.8}{}",
+                p.threshold,
+                100.0 * p.accuracy,
+                p.cost_per_item,
+                if p.errored > 0 {
+                    format!(" ({} errored)", p.errored)
+                } else {
+                    String::new()
+                }
+            )
+        },
+    )
     .await;
     match choose(&points, target) {
         Some(p) => {
@@ -288,7 +363,8 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
             );
             Ok(())
         }
-        None => Err(input_error("no threshold meets the target on these items; see the table above")),
+        None => Err(input_error(
+            "no threshold meets the target on these items; see the table above",
+        )),
     }
 }
-

@@ -24,7 +24,14 @@ fn text(b: &[u8]) -> String {
 fn assert_input_error(o: &Output, needles: &[&str]) {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error: ")).count(), 1, "{err}");
+    assert_eq!(
+        err.trim_end()
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .count(),
+        1,
+        "{err}"
+    );
     for n in needles {
         assert!(err.contains(n), "{n:?} not in {err}");
     }
@@ -48,7 +55,16 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
         run(bin()
             .arg("--config")
             .arg(&cfg)
-            .args(["train", "label", "--dataset", "gsm8k", "--split", "train", "--limit", limit])
+            .args([
+                "train",
+                "label",
+                "--dataset",
+                "gsm8k",
+                "--split",
+                "train",
+                "--limit",
+                limit,
+            ])
             .args(["--budget", "2", "--threads", "2", "--out"])
             .arg(&labels))
     };
@@ -59,34 +75,68 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
     let q: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
     assert_eq!(q["id"], "gsm8k-train-0");
     let tried = q["tried"].as_array().unwrap();
-    assert_eq!(tried[0]["route"], serde_json::json!({"kind": "direct", "model": "smollm2-135m"}));
-    assert!(tried.iter().any(|t| t["route"]["kind"] == "decompose"), "{q}");
+    assert_eq!(
+        tried[0]["route"],
+        serde_json::json!({"kind": "direct", "model": "smollm2-135m"})
+    );
+    assert!(
+        tried.iter().any(|t| t["route"]["kind"] == "decompose"),
+        "{q}"
+    );
     // Resumed: the labelled question is not run again.
     let o = label("1");
     assert!(o.status.success());
-    assert!(text(&o.stdout).contains("labelled 0 new questions (1 already"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("labelled 0 new questions (1 already"),
+        "{}",
+        text(&o.stdout)
+    );
     assert_eq!(std::fs::read_to_string(&labels).unwrap(), first);
 
     let router = dir.path().join("router.safetensors");
     let o = run(bin()
         .arg("--config")
         .arg(&cfg)
-        .args(["train", "sft", "--encoder", "hash-64", "--holdout", "0", "--epochs", "50", "--labels"])
+        .args([
+            "train",
+            "sft",
+            "--encoder",
+            "hash-64",
+            "--holdout",
+            "0",
+            "--epochs",
+            "50",
+            "--labels",
+        ])
         .arg(&labels)
         .arg("--out")
         .arg(&router));
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("trained on 1 questions") && out.contains("confusion"), "{out}");
+    assert!(
+        out.contains("trained on 1 questions") && out.contains("confusion"),
+        "{out}"
+    );
     let manifest = std::fs::read_to_string(dir.path().join("router.manifest.json")).unwrap();
-    assert!(manifest.contains("\"smollm2-135m\"") && manifest.contains("hash-64"), "{manifest}");
-    assert!(!manifest.contains(dir.path().to_str().unwrap()), "no machine paths: {manifest}");
+    assert!(
+        manifest.contains("\"smollm2-135m\"") && manifest.contains("hash-64"),
+        "{manifest}"
+    );
+    assert!(
+        !manifest.contains(dir.path().to_str().unwrap()),
+        "no machine paths: {manifest}"
+    );
 
     let policy = format!("learned:{}@0.5", router.display());
-    let o = run(bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["ask", "--json", "--threads", "2", "--policy", &policy, "What is 2 + 3?"]));
+    let o = run(bin().arg("--config").arg(&cfg).args([
+        "ask",
+        "--json",
+        "--threads",
+        "2",
+        "--policy",
+        &policy,
+        "What is 2 + 3?",
+    ]));
     assert!(o.status.success(), "{}", text(&o.stderr));
     let a: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(a["steps"].as_array().is_some_and(|s| !s.is_empty()), "{a}");
@@ -95,14 +145,26 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
     let o = run(bin()
         .arg("--config")
         .arg(&cfg)
-        .args(["bench", "--dataset", "gsm8k", "--split", "train", "--limit", "2", "--threads", "2"])
+        .args([
+            "bench",
+            "--dataset",
+            "gsm8k",
+            "--split",
+            "train",
+            "--limit",
+            "2",
+            "--threads",
+            "2",
+        ])
         .arg("--policy")
         .arg(format!("oracle:{}", labels.display()))
         .arg("--out")
         .arg(dir.path().join("bench")));
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("bench/summary.json")).unwrap(),
+    )
+    .unwrap();
     let p = &summary["policies"][0];
     assert_eq!(p["errored"].as_array().map(|e| e.len()), Some(1), "{p}");
 }
@@ -126,13 +188,20 @@ fn bad_labels_and_routers_are_input_errors() {
         "{not json\n{\"id\":\"q\",\"question\":\"Q\",\"family\":\"math\",\"pool\":[\"gpt-9\"],\"steps\":[],\"tried\":[{\"route\":{\"kind\":\"direct\",\"model\":\"gpt-9\"},\"correct\":true,\"usage\":{},\"error\":null}],\"executions\":0}\n",
     )
     .unwrap();
-    assert_input_error(&sft(&foreign), &["foreign.jsonl", "line 2", "gpt-9", "not in the pool"]);
+    assert_input_error(
+        &sft(&foreign),
+        &["foreign.jsonl", "line 2", "gpt-9", "not in the pool"],
+    );
 
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "garbage\n").unwrap();
     let o = sft(&empty);
     assert_input_error(&o, &["no usable questions"]);
-    assert!(text(&o.stderr).contains("line 1"), "malformed lines are reported: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("line 1"),
+        "malformed lines are reported: {}",
+        text(&o.stderr)
+    );
 
     let missing = dir.path().join("nope.safetensors");
     let o = run(bin()
@@ -144,17 +213,26 @@ fn bad_labels_and_routers_are_input_errors() {
     assert_input_error(&o, &["nope.safetensors"]);
 
     // The shipped router belongs to the embedded pool, not to this one.
-    let o = run(bin().arg("--config").arg(&cfg).args(["ask", "--policy", "learned", "hi"]));
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../router/shipped/allocator.safetensors");
+    let o = run(bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["ask", "--policy", "learned", "hi"]));
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../router/shipped/allocator.safetensors");
     if std::fs::metadata(shipped).map(|m| m.len()).unwrap_or(0) == 0 {
         assert_input_error(&o, &["no shipped router", "scripts/train-router"]);
     } else {
         assert_input_error(&o, &["trained for the pool", "smollm2-135m"]);
     }
 
-    let o = run(bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["calibrate", "--policy", "fixed:smollm2-135m", "--dataset", "gsm8k", "--target-accuracy", "0.5"]));
+    let o = run(bin().arg("--config").arg(&cfg).args([
+        "calibrate",
+        "--policy",
+        "fixed:smollm2-135m",
+        "--dataset",
+        "gsm8k",
+        "--target-accuracy",
+        "0.5",
+    ]));
     assert_input_error(&o, &["learned policy"]);
 }

@@ -125,9 +125,9 @@ impl Embedder {
     /// The ids of `[CLS]` and `[SEP]`.
     pub(crate) fn cls_sep(&self) -> Result<(u32, u32), EmbedError> {
         let id = |t: &str| {
-            self.tokenizer.token_to_id(t).ok_or_else(|| EmbedError::Forward(format!(
-                "the tokenizer has no {t} token"
-            )))
+            self.tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| EmbedError::Forward(format!("the tokenizer has no {t} token")))
         };
         Ok((id("[CLS]")?, id("[SEP]")?))
     }

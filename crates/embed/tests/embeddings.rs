@@ -226,19 +226,25 @@ fn a_local_directory_loads_the_same_model() {
 fn the_distilled_table_follows_the_encoder() {
     use r2_embed::{DistilledEmbedder, FilePins};
     let e = Arc::new(Embedder::default_model(&cache(), true).unwrap_or_else(|e| panic!("{e}")));
-    let path = DistilledEmbedder::table_path(&cache().models_dir(), &FilePins::all_minilm_l6_v2().weights);
+    let path =
+        DistilledEmbedder::table_path(&cache().models_dir(), &FilePins::all_minilm_l6_v2().weights);
     let d = DistilledEmbedder::load_or_distil(e.clone(), &path, |_, _| {}).unwrap();
     assert!(path.exists());
 
     // A one-piece text: the table row is exactly what the encoder gives that text.
     for word in ["apples", "bread", "total"] {
-        assert_eq!(e.token_ids(word).unwrap().len(), 3, "{word} is one word piece");
+        assert_eq!(
+            e.token_ids(word).unwrap().len(),
+            3,
+            "{word} is one word piece"
+        );
         let full = e.embed_one(word).unwrap();
         let stat = d.embed(&[word]).unwrap()[0];
         assert!(max_diff(&full, &stat) < TOL, "{word}");
     }
     // Read back from the file: the same vectors.
-    let again = DistilledEmbedder::load_or_distil(e.clone(), &path, |_, _| panic!("re-distilled")).unwrap();
+    let again =
+        DistilledEmbedder::load_or_distil(e.clone(), &path, |_, _| panic!("re-distilled")).unwrap();
     let texts = [
         "Compute the total cost of three apples and two pears.",
         "Add up the price of the apples and the pears.",
@@ -273,5 +279,8 @@ fn the_distilled_table_follows_the_encoder() {
     eprintln!("pearson(full, distilled) over {} pairs = {r:.3}", a.len());
     // Measured 0.53: word order and context are gone, so the agreement is partial (a
     // random table gives about 0); this guards against a broken table or lookup.
-    assert!(r > 0.45, "distilled similarities do not follow the encoder's: r = {r}");
+    assert!(
+        r > 0.45,
+        "distilled similarities do not follow the encoder's: r = {r}"
+    );
 }

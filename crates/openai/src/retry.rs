@@ -109,8 +109,14 @@ mod tests {
         // HTTP-date: the wait from now, zero once it has passed; all three RFC formats.
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
         let at = |v| parse_retry_after_at(v, now);
-        assert_eq!(at("Wed, 21 Oct 2015 07:28:07 GMT"), Some(Duration::from_secs(7)));
-        assert_eq!(at("Wednesday, 21-Oct-15 07:29:00 GMT"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            at("Wed, 21 Oct 2015 07:28:07 GMT"),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            at("Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(at("Wed Oct 21 07:28:03 2015"), Some(Duration::from_secs(3)));
         assert_eq!(at("Tue, 20 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(at("Wed, 32 Oct 2015 07:28:00 GMT"), None);

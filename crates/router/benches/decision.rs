@@ -17,7 +17,8 @@ use r2_models::ModelCache;
 use r2_router::features::{Encoder, Featurizer, HashEncoder, MiniLm, MiniLmDistilled, StepInfo};
 use r2_router::net::RouterNet;
 
-const QUESTION: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+const QUESTION: &str =
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
 clips in May. How many clips did Natalia sell altogether in April and May?";
 const SUBTASK: &str = "Compute how many clips Natalia sold in May, half of the 48 sold in April";
 
@@ -35,7 +36,13 @@ fn decide(net: &RouterNet, f: &Featurizer, text: String) -> Vec<f64> {
 
 fn router_for(f: &Featurizer) -> RouterNet {
     let pool = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"];
-    RouterNet::new(pool.iter().map(|s| s.to_string()).collect(), f.layout(), 64, 0).unwrap()
+    RouterNet::new(
+        pool.iter().map(|s| s.to_string()).collect(),
+        f.layout(),
+        64,
+        0,
+    )
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -51,7 +58,8 @@ fn bench(c: &mut Criterion) {
     });
 
     let cache = ModelCache::from_env().expect("a cache directory");
-    let emb = Arc::new(r2_embed::Embedder::default_model(&cache, true).unwrap_or_else(|e| panic!("{e}")));
+    let emb =
+        Arc::new(r2_embed::Embedder::default_model(&cache, true).unwrap_or_else(|e| panic!("{e}")));
     let pin = r2_embed::FilePins::all_minilm_l6_v2().weights;
     let path = r2_embed::DistilledEmbedder::table_path(&cache.models_dir(), &pin);
     let table = r2_embed::DistilledEmbedder::load_or_distil(emb.clone(), &path, |_, _| {}).unwrap();

@@ -100,7 +100,12 @@ mod tests {
     use super::*;
 
     fn p(threshold: f64, accuracy: f64, cost_per_item: f64) -> CalPoint {
-        CalPoint { threshold, accuracy, cost_per_item, errored: 0 }
+        CalPoint {
+            threshold,
+            accuracy,
+            cost_per_item,
+            errored: 0,
+        }
     }
 
     #[test]

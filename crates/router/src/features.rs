@@ -219,7 +219,11 @@ impl Featurizer {
             .collect()
     }
 
-    pub fn route_features(&self, question: &str, family: TaskFamily) -> Result<Vec<f32>, RouterError> {
+    pub fn route_features(
+        &self,
+        question: &str,
+        family: TaskFamily,
+    ) -> Result<Vec<f32>, RouterError> {
         let q = self.embed(&[question])?;
         let mut v = Vec::with_capacity(self.layout().route_dim);
         v.extend_from_slice(&q[0]);
@@ -285,8 +289,16 @@ mod tests {
             depends_on: 1,
             synthesis: false,
         };
-        assert_eq!(f.step_features("Q?", TaskFamily::Math, &step).unwrap().len(), l.step_dim);
-        assert_eq!(f.route_features("Q?", TaskFamily::Math).unwrap().len(), l.route_dim);
+        assert_eq!(
+            f.step_features("Q?", TaskFamily::Math, &step)
+                .unwrap()
+                .len(),
+            l.step_dim
+        );
+        assert_eq!(
+            f.route_features("Q?", TaskFamily::Math).unwrap().len(),
+            l.route_dim
+        );
     }
 
     #[test]

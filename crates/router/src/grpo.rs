@@ -116,7 +116,12 @@ pub struct Grpo<'a> {
 }
 
 impl<'a> Grpo<'a> {
-    pub fn new(pool: &'a Pool, settings: &'a RunSettings, features: Arc<Featurizer>, options: GrpoOptions) -> Self {
+    pub fn new(
+        pool: &'a Pool,
+        settings: &'a RunSettings,
+        features: Arc<Featurizer>,
+        options: GrpoOptions,
+    ) -> Self {
         Self {
             pool,
             settings,
@@ -169,7 +174,9 @@ impl<'a> Grpo<'a> {
         mut on_iter: impl FnMut(&IterLog),
     ) -> Result<GrpoReport, RouterError> {
         if train.is_empty() {
-            return Err(RouterError::Invalid("GRPO needs at least one training question".into()));
+            return Err(RouterError::Invalid(
+                "GRPO needs at least one training question".into(),
+            ));
         }
         let o = self.options.clone();
         let net = Arc::new(net);
@@ -183,7 +190,10 @@ impl<'a> Grpo<'a> {
         )?;
         let ckpt_dir = sibling(out, "checkpoints");
         let log_path = sibling(out, "log.jsonl");
-        let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io { path: log_path.clone(), reason: e.to_string() })?;
+        let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io {
+            path: log_path.clone(),
+            reason: e.to_string(),
+        })?;
         let initial_dev = self.evaluate(&net, dev).await;
         let mut best = (initial_dev.reward, 0usize, initial_dev);
         let mut saved = net.snapshot()?;
@@ -208,7 +218,11 @@ impl<'a> Grpo<'a> {
                         net: net.clone(),
                         features: self.features.clone(),
                         threshold: o.threshold,
-                        seed: SplitMix64::stream(o.seed, &[iteration as u64, cursor as u64, g as u64]).next_u64(),
+                        seed: SplitMix64::stream(
+                            o.seed,
+                            &[iteration as u64, cursor as u64, g as u64],
+                        )
+                        .next_u64(),
                         decisions: Mutex::new(Vec::new()),
                     };
                     let r = run_item(self.pool, &policy, self.settings, item).await;
@@ -294,7 +308,10 @@ impl<'a> Grpo<'a> {
         let mut kl_sum = 0.0;
         let count = decisions.len().max(1) as f64;
         for route_head in [true, false] {
-            let ds: Vec<&(Decision, f64)> = decisions.iter().filter(|(d, _)| d.route_head == route_head).collect();
+            let ds: Vec<&(Decision, f64)> = decisions
+                .iter()
+                .filter(|(d, _)| d.route_head == route_head)
+                .collect();
             if ds.is_empty() {
                 continue;
             }
@@ -303,7 +320,11 @@ impl<'a> Grpo<'a> {
             } else {
                 (&net.step, &reference.step)
             };
-            let x = to_tensor(&ds.iter().map(|(d, _)| d.features.clone()).collect::<Vec<_>>())?;
+            let x = to_tensor(
+                &ds.iter()
+                    .map(|(d, _)| d.features.clone())
+                    .collect::<Vec<_>>(),
+            )?;
             let logp = stop_log_probs(&head.forward(&x)?, o.threshold)?;
             let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold)?.detach();
             let n = logp.dim(1)?;
@@ -312,7 +333,8 @@ impl<'a> Grpo<'a> {
             let old = column(&ds.iter().map(|(d, _)| d.logp_old).collect::<Vec<_>>())?;
             let adv = column(&ds.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
             let ratio = (chosen - old)?.exp()?;
-            let surr = (&ratio * &adv)?.minimum(&(ratio.clamp(1.0 - o.clip, 1.0 + o.clip)? * &adv)?)?;
+            let surr =
+                (&ratio * &adv)?.minimum(&(ratio.clamp(1.0 - o.clip, 1.0 + o.clip)? * &adv)?)?;
             let kl = (logp.exp()? * (&logp - &logp_ref)?)?.sum(1)?;
             kl_sum += scalar(&kl.sum_all()?)?;
             let part = ((kl * o.kl)? - surr)?.sum_all()?;
@@ -321,7 +343,8 @@ impl<'a> Grpo<'a> {
                 None => part,
             });
         }
-        let total = total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
+        let total =
+            total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
         Ok(((total / count)?, kl_sum / count))
     }
 }
@@ -330,7 +353,11 @@ impl<'a> Grpo<'a> {
 pub fn sibling(out: &Path, what: &str) -> PathBuf {
     let stem = out
         .file_name()
-        .map(|s| s.to_string_lossy().trim_end_matches(".safetensors").to_string())
+        .map(|s| {
+            s.to_string_lossy()
+                .trim_end_matches(".safetensors")
+                .to_string()
+        })
         .unwrap_or_else(|| "router".into());
     out.with_file_name(format!("{stem}.{what}"))
 }

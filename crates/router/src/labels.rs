@@ -82,13 +82,21 @@ impl QuestionLabel {
         let profile = &pool.price_profile;
         let key = |t: &TriedRoute| {
             let cost = r2_bench::summary::cost_of(&t.usage, pool, profile);
-            let tokens: u64 = t.usage.values().map(|u| u.input_tokens + u.output_tokens).sum();
+            let tokens: u64 = t
+                .usage
+                .values()
+                .map(|u| u.input_tokens + u.output_tokens)
+                .sum();
             (cost, tokens)
         };
         self.tried
             .iter()
             .filter(|t| t.correct && t.error.is_none())
-            .min_by(|a, b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| {
+                key(a)
+                    .partial_cmp(&key(b))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
     }
 }
 
@@ -103,7 +111,10 @@ pub struct LabelSet {
 /// Read a labels file. Malformed lines are skipped and reported with their line numbers;
 /// a model id the pool does not have is an error (the labels belong to another pool).
 pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, RouterError> {
-    let file = std::fs::File::open(path).map_err(|e| RouterError::Io { path: path.to_path_buf(), reason: e.to_string() })?;
+    let file = std::fs::File::open(path).map_err(|e| RouterError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let mut set = LabelSet::default();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let n = i + 1;
@@ -129,7 +140,9 @@ pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, RouterError
         for t in &q.tried {
             match &t.route {
                 RouteLabel::Direct { model } => ids.push(model),
-                RouteLabel::Decompose { allocation } => ids.extend(allocation.iter().map(|s| s.as_str())),
+                RouteLabel::Decompose { allocation } => {
+                    ids.extend(allocation.iter().map(|s| s.as_str()))
+                }
             }
         }
         if let Some(bad) = ids.into_iter().find(|id| !known(id)) {

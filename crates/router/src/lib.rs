@@ -56,7 +56,9 @@ pub enum RouterError {
     LayoutMismatch { trained: String, now: String },
     #[error("embedding: {0}")]
     Encoder(String),
-    #[error("training diverged (NaN or infinity) at step {epoch}; the last good weights were kept")]
+    #[error(
+        "training diverged (NaN or infinity) at step {epoch}; the last good weights were kept"
+    )]
     NotFinite {
         epoch: usize,
         last_good: Box<RouterNet>,
@@ -69,7 +71,9 @@ pub enum RouterError {
 
 impl std::fmt::Debug for RouterNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterNet").field("manifest", &self.manifest).finish()
+        f.debug_struct("RouterNet")
+            .field("manifest", &self.manifest)
+            .finish()
     }
 }
 
@@ -122,13 +126,19 @@ impl RouterEnv {
                 let path = r2_embed::DistilledEmbedder::table_path(&cache.models_dir(), &pin);
                 let progress = self.progress;
                 let mut shown = 0;
-                let table = r2_embed::DistilledEmbedder::load_or_distil(self.embedder()?, &path, |done, all| {
-                    // Only on the first use: a line per tenth of the vocabulary.
-                    if progress && done * 10 / all.max(1) > shown {
-                        shown = done * 10 / all.max(1);
-                        eprintln!("distilling the static embedding table: {done}/{all} word pieces");
-                    }
-                })
+                let table = r2_embed::DistilledEmbedder::load_or_distil(
+                    self.embedder()?,
+                    &path,
+                    |done, all| {
+                        // Only on the first use: a line per tenth of the vocabulary.
+                        if progress && done * 10 / all.max(1) > shown {
+                            shown = done * 10 / all.max(1);
+                            eprintln!(
+                                "distilling the static embedding table: {done}/{all} word pieces"
+                            );
+                        }
+                    },
+                )
                 .map_err(|e| RouterError::Encoder(e.to_string()))?;
                 let enc: Arc<dyn Encoder> = Arc::new(MiniLmDistilled(Arc::new(table)));
                 Ok(self.distilled.get_or_init(|| enc).clone())
@@ -142,7 +152,9 @@ impl RouterEnv {
     fn cache(&self) -> Result<Arc<ModelCache>, RouterError> {
         match &self.cache {
             Some(c) => Ok(c.clone()),
-            None => Ok(Arc::new(ModelCache::from_env().map_err(|e| RouterError::Encoder(e.to_string()))?)),
+            None => Ok(Arc::new(
+                ModelCache::from_env().map_err(|e| RouterError::Encoder(e.to_string()))?,
+            )),
         }
     }
 
@@ -158,7 +170,11 @@ impl RouterEnv {
 
     /// A network and its featurizer, checked against `pool`. `path` = `shipped` loads the
     /// router compiled into the binary.
-    pub fn load_router(&self, path: &str, pool: &Pool) -> Result<(Arc<RouterNet>, Arc<Featurizer>), RouterError> {
+    pub fn load_router(
+        &self,
+        path: &str,
+        pool: &Pool,
+    ) -> Result<(Arc<RouterNet>, Arc<Featurizer>), RouterError> {
         let net = if path == SHIPPED_NAME {
             if SHIPPED_WEIGHTS.is_empty() {
                 return Err(RouterError::Invalid(
@@ -187,10 +203,14 @@ impl RouterEnv {
 /// `path[@threshold]`.
 fn split_threshold(policy: &str, arg: &str) -> Result<(String, Option<f64>), PolicyError> {
     if let Some((p, t)) = arg.rsplit_once('@') {
-        let t: f64 = t.parse().ok().filter(|t: &f64| *t > 0.0 && *t < 1.0).ok_or_else(|| PolicyError::Invalid {
-            policy: policy.to_string(),
-            reason: format!("threshold '{t}' must be a number strictly between 0 and 1"),
-        })?;
+        let t: f64 = t
+            .parse()
+            .ok()
+            .filter(|t: &f64| *t > 0.0 && *t < 1.0)
+            .ok_or_else(|| PolicyError::Invalid {
+                policy: policy.to_string(),
+                reason: format!("threshold '{t}' must be a number strictly between 0 and 1"),
+            })?;
         return Ok((p.to_string(), Some(t)));
     }
     Ok((arg.to_string(), None))
@@ -198,7 +218,11 @@ fn split_threshold(policy: &str, arg: &str) -> Result<(String, Option<f64>), Pol
 
 /// Every policy name: the allocator's baselines plus `learned[:<path>][@t]` (no path: the
 /// shipped router), `query-level[:<path>][@t]` and `oracle:<labels.jsonl>`.
-pub fn parse_policy(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy>, PolicyError> {
+pub fn parse_policy(
+    name: &str,
+    pool: &Pool,
+    env: &RouterEnv,
+) -> Result<Box<dyn Policy>, PolicyError> {
     let name = name.trim();
     let (kind, arg) = match name.split_once(':') {
         Some((k, a)) => (k, a),
@@ -215,7 +239,11 @@ pub fn parse_policy(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn 
     };
     match kind {
         "learned" | "query-level" => {
-            let arg = if arg.is_empty() { SHIPPED_NAME.to_string() } else { arg };
+            let arg = if arg.is_empty() {
+                SHIPPED_NAME.to_string()
+            } else {
+                arg
+            };
             let (path, t) = split_threshold(name, &arg)?;
             let (net, features) = env.load_router(&path, pool).map_err(invalid)?;
             let threshold = t.unwrap_or(net.manifest.threshold);
@@ -240,7 +268,11 @@ pub fn parse_policy(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn 
             let set = labels::read_labels(Path::new(&arg), &ids).map_err(invalid)?;
             Ok(Box::new(Named {
                 name: format!("oracle:{arg}"),
-                inner: Box::new(OraclePolicy::new(set.questions, pool.config.clone(), arg.clone())),
+                inner: Box::new(OraclePolicy::new(
+                    set.questions,
+                    pool.config.clone(),
+                    arg.clone(),
+                )),
             }))
         }
         _ => r2_allocator::parse_policy(name, pool),
@@ -268,7 +300,10 @@ impl Policy for Named {
         self.inner.route(question, family, pool).await
     }
 
-    async fn allocate(&self, step: r2_allocator::StepContext<'_>) -> Result<r2_allocator::Allocation, PolicyError> {
+    async fn allocate(
+        &self,
+        step: r2_allocator::StepContext<'_>,
+    ) -> Result<r2_allocator::Allocation, PolicyError> {
         self.inner.allocate(step).await
     }
 }

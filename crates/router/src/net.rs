@@ -79,13 +79,24 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn init(input: usize, hidden: usize, output: usize, rng: &mut SplitMix64) -> Result<Self, RouterError> {
+    fn init(
+        input: usize,
+        hidden: usize,
+        output: usize,
+        rng: &mut SplitMix64,
+    ) -> Result<Self, RouterError> {
         let dev = Device::Cpu;
         let mut mat = |rows: usize, cols: usize| -> Result<Var, RouterError> {
             // He initialisation for the ReLU layer, scaled down for the output layer.
             let scale = (2.0 / cols as f64).sqrt();
-            let data: Vec<f32> = (0..rows * cols).map(|_| (rng.normal() * scale) as f32).collect();
-            Ok(Var::from_tensor(&Tensor::from_vec(data, (rows, cols), &dev)?)?)
+            let data: Vec<f32> = (0..rows * cols)
+                .map(|_| (rng.normal() * scale) as f32)
+                .collect();
+            Ok(Var::from_tensor(&Tensor::from_vec(
+                data,
+                (rows, cols),
+                &dev,
+            )?)?)
         };
         let w1 = mat(hidden, input)?;
         let w2 = mat(output, hidden)?;
@@ -108,11 +119,21 @@ impl Mlp {
     }
 
     pub fn vars(&self) -> Vec<Var> {
-        vec![self.w1.clone(), self.b1.clone(), self.w2.clone(), self.b2.clone()]
+        vec![
+            self.w1.clone(),
+            self.b1.clone(),
+            self.w2.clone(),
+            self.b2.clone(),
+        ]
     }
 
     fn tensors(&self, prefix: &str, out: &mut HashMap<String, Tensor>) {
-        for (name, v) in [("w1", &self.w1), ("b1", &self.b1), ("w2", &self.w2), ("b2", &self.b2)] {
+        for (name, v) in [
+            ("w1", &self.w1),
+            ("b1", &self.b1),
+            ("w2", &self.w2),
+            ("b2", &self.b2),
+        ] {
             out.insert(format!("{prefix}.{name}"), v.as_tensor().clone());
         }
     }
@@ -153,7 +174,8 @@ impl Mlp {
     }
 
     fn copy(&self) -> Result<Self, RouterError> {
-        let c = |v: &Var| -> Result<Var, RouterError> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
+        let c =
+            |v: &Var| -> Result<Var, RouterError> { Ok(Var::from_tensor(&v.as_tensor().copy()?)?) };
         Ok(Self {
             w1: c(&self.w1)?,
             b1: c(&self.b1)?,
@@ -181,7 +203,12 @@ pub struct RouterNet {
 }
 
 impl RouterNet {
-    pub fn new(pool: Vec<String>, layout: FeatureLayout, hidden: usize, seed: u64) -> Result<Self, RouterError> {
+    pub fn new(
+        pool: Vec<String>,
+        layout: FeatureLayout,
+        hidden: usize,
+        seed: u64,
+    ) -> Result<Self, RouterError> {
         let n = pool.len();
         if n == 0 {
             return Err(RouterError::Invalid("the pool has no models".into()));
@@ -240,7 +267,11 @@ impl RouterNet {
     pub fn manifest_path(weights: &Path) -> PathBuf {
         let stem = weights
             .file_name()
-            .map(|s| s.to_string_lossy().trim_end_matches(".safetensors").to_string())
+            .map(|s| {
+                s.to_string_lossy()
+                    .trim_end_matches(".safetensors")
+                    .to_string()
+            })
             .unwrap_or_else(|| "router".into());
         weights.with_file_name(format!("{stem}.manifest.json"))
     }
@@ -250,7 +281,10 @@ impl RouterNet {
         let mut map = HashMap::new();
         self.step.tensors("step", &mut map);
         self.route.tensors("route", &mut map);
-        let io = |e: std::io::Error| RouterError::Io { path: path.to_path_buf(), reason: e.to_string() };
+        let io = |e: std::io::Error| RouterError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -258,7 +292,8 @@ impl RouterNet {
         candle_core::safetensors::save(&map, &tmp)?;
         let mpath = Self::manifest_path(path);
         let mtmp = mpath.with_extension("json.tmp");
-        let json = serde_json::to_string_pretty(&self.manifest).map_err(|e| RouterError::Invalid(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&self.manifest)
+            .map_err(|e| RouterError::Invalid(e.to_string()))?;
         std::fs::write(&mtmp, json + "\n").map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         std::fs::rename(&mtmp, &mpath).map_err(io)?;
@@ -302,7 +337,11 @@ impl RouterNet {
             [&[h, l.route_dim], &[h], &[n + 1, h], &[n + 1]],
             path,
         )?;
-        let net = Self { manifest, step, route };
+        let net = Self {
+            manifest,
+            step,
+            route,
+        };
         if !net.is_finite()? {
             return Err(bad("weights contain NaN or infinity".into()));
         }

@@ -112,7 +112,10 @@ pub struct LearnedPolicy {
 
 impl LearnedPolicy {
     fn route_logits(&self, question: &str, family: TaskFamily) -> Result<Vec<f64>, PolicyError> {
-        let f = self.features.route_features(question, family).map_err(call_err)?;
+        let f = self
+            .features
+            .route_features(question, family)
+            .map_err(call_err)?;
         let mut z = self.net.route_logits(&[f]).map_err(call_err)?;
         Ok(z.pop().unwrap_or_default())
     }
@@ -130,11 +133,20 @@ impl LearnedPolicy {
 #[async_trait]
 impl Policy for LearnedPolicy {
     fn name(&self) -> String {
-        let kind = if self.query_level { "query-level" } else { "learned" };
+        let kind = if self.query_level {
+            "query-level"
+        } else {
+            "learned"
+        };
         format!("{kind}@{}", self.threshold)
     }
 
-    async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
+    async fn route(
+        &self,
+        question: &str,
+        family: TaskFamily,
+        pool: &Pool,
+    ) -> Result<Route, PolicyError> {
         let z = self.route_logits(question, family)?;
         let candidates = route_candidates(pool.len());
         if self.query_level {
@@ -216,9 +228,22 @@ impl Policy for SamplingPolicy {
         format!("sampled:{}", self.seed)
     }
 
-    async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
-        let f = self.features.route_features(question, family).map_err(call_err)?;
-        let z = self.net.route_logits(std::slice::from_ref(&f)).map_err(call_err)?.pop().unwrap_or_default();
+    async fn route(
+        &self,
+        question: &str,
+        family: TaskFamily,
+        pool: &Pool,
+    ) -> Result<Route, PolicyError> {
+        let f = self
+            .features
+            .route_features(question, family)
+            .map_err(call_err)?;
+        let z = self
+            .net
+            .route_logits(std::slice::from_ref(&f))
+            .map_err(call_err)?
+            .pop()
+            .unwrap_or_default();
         let chosen = self.record(true, f, &z, self.draw(question, u64::MAX));
         Ok(match route_candidates(pool.len())[chosen] {
             RouteCandidate::Direct(model) => Route::Direct {
@@ -235,7 +260,12 @@ impl Policy for SamplingPolicy {
             .features
             .step_features(step.question, step.family, &info)
             .map_err(call_err)?;
-        let z = self.net.step_logits(std::slice::from_ref(&f)).map_err(call_err)?.pop().unwrap_or_default();
+        let z = self
+            .net
+            .step_logits(std::slice::from_ref(&f))
+            .map_err(call_err)?
+            .pop()
+            .unwrap_or_default();
         let chosen = self.record(false, f, &z, self.draw(step.question, info.position as u64));
         Ok(Allocation::plain(chosen, sigmoid(z[chosen])))
     }
@@ -251,7 +281,11 @@ pub struct OraclePolicy {
 }
 
 impl OraclePolicy {
-    pub fn new(labels: Vec<QuestionLabel>, pool_config: r2_pool::PoolConfig, source: String) -> Self {
+    pub fn new(
+        labels: Vec<QuestionLabel>,
+        pool_config: r2_pool::PoolConfig,
+        source: String,
+    ) -> Self {
         let by_question = labels
             .into_iter()
             .map(|q| (q.question.trim().to_string(), q))
@@ -264,19 +298,29 @@ impl OraclePolicy {
     }
 
     fn pinned(&self, question: &str) -> Result<PinnedRoute, PolicyError> {
-        let q = self.by_question.get(question.trim()).ok_or_else(|| PolicyError::Invalid {
-            policy: format!("oracle:{}", self.source),
-            reason: "this question is not in the labels".into(),
-        })?;
+        let q = self
+            .by_question
+            .get(question.trim())
+            .ok_or_else(|| PolicyError::Invalid {
+                policy: format!("oracle:{}", self.source),
+                reason: "this question is not in the labels".into(),
+            })?;
         let index = |id: &str| self.pool_config.models.iter().position(|m| m.id == id);
         let largest = self.pool_config.models.len() - 1;
-        Ok(match q.cheapest_correct(&self.pool_config).map(|t| &t.route) {
-            Some(RouteLabel::Direct { model }) => PinnedRoute::Direct(index(model).unwrap_or(largest)),
-            Some(RouteLabel::Decompose { allocation }) => PinnedRoute::Decompose(
-                allocation.iter().map(|m| index(m).unwrap_or(largest)).collect(),
-            ),
-            None => PinnedRoute::Direct(largest),
-        })
+        Ok(
+            match q.cheapest_correct(&self.pool_config).map(|t| &t.route) {
+                Some(RouteLabel::Direct { model }) => {
+                    PinnedRoute::Direct(index(model).unwrap_or(largest))
+                }
+                Some(RouteLabel::Decompose { allocation }) => PinnedRoute::Decompose(
+                    allocation
+                        .iter()
+                        .map(|m| index(m).unwrap_or(largest))
+                        .collect(),
+                ),
+                None => PinnedRoute::Direct(largest),
+            },
+        )
     }
 }
 
@@ -286,8 +330,15 @@ impl Policy for OraclePolicy {
         format!("oracle:{}", self.source)
     }
 
-    async fn route(&self, question: &str, family: TaskFamily, pool: &Pool) -> Result<Route, PolicyError> {
-        PinnedPolicy::new(self.pinned(question)?).route(question, family, pool).await
+    async fn route(
+        &self,
+        question: &str,
+        family: TaskFamily,
+        pool: &Pool,
+    ) -> Result<Route, PolicyError> {
+        PinnedPolicy::new(self.pinned(question)?)
+            .route(question, family, pool)
+            .await
     }
 
     async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {

@@ -128,15 +128,19 @@ impl Search<'_> {
     /// Run `alloc` unless it was already tried; returns whether it answered correctly.
     async fn check(&mut self, alloc: &[usize]) -> Option<bool> {
         let ids: Vec<String> = alloc.iter().map(|m| self.ids[*m].clone()).collect();
-        if let Some(t) = self.tried.iter().find(|t| {
-            matches!(&t.route, RouteLabel::Decompose { allocation } if *allocation == ids)
-        }) {
+        if let Some(t) = self.tried.iter().find(
+            |t| matches!(&t.route, RouteLabel::Decompose { allocation } if *allocation == ids),
+        ) {
             return Some(t.correct);
         }
         if !self.can_run() {
             return None;
         }
-        Some(self.try_route(PinnedRoute::Decompose(alloc.to_vec())).await.correct)
+        Some(
+            self.try_route(PinnedRoute::Decompose(alloc.to_vec()))
+                .await
+                .correct,
+        )
     }
 }
 
@@ -246,7 +250,12 @@ pub async fn label_question(
     finish(s, item, infos, best)
 }
 
-fn finish(s: Search<'_>, item: &Item, infos: Vec<StepInfo>, best: Option<Vec<usize>>) -> QuestionLabel {
+fn finish(
+    s: Search<'_>,
+    item: &Item,
+    infos: Vec<StepInfo>,
+    best: Option<Vec<usize>>,
+) -> QuestionLabel {
     let steps = infos
         .into_iter()
         .enumerate()

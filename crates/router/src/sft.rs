@@ -61,16 +61,28 @@ impl Examples {
 
 /// Step examples: a step labelled `ℓ` succeeds on every model `m ≥ ℓ` (the pool is ordered
 /// by strength); a step of a question no allocation answered fails on all.
-pub fn step_examples(labels: &[QuestionLabel], pool: &[String], f: &Featurizer) -> Result<Examples, RouterError> {
+pub fn step_examples(
+    labels: &[QuestionLabel],
+    pool: &[String],
+    f: &Featurizer,
+) -> Result<Examples, RouterError> {
     let mut ex = Examples::default();
     let n = pool.len();
     for q in labels {
         for s in &q.steps {
-            let label = s.label.as_ref().and_then(|l| pool.iter().position(|p| p == l));
+            let label = s
+                .label
+                .as_ref()
+                .and_then(|l| pool.iter().position(|p| p == l));
             let y = (0..n)
                 .map(|m| f32::from(u8::from(label.is_some_and(|l| m >= l))))
                 .collect();
-            ex.push(f.step_features(&q.question, q.family, &s.info)?, y, vec![1.0; n], label);
+            ex.push(
+                f.step_features(&q.question, q.family, &s.info)?,
+                y,
+                vec![1.0; n],
+                label,
+            );
         }
     }
     Ok(ex)
@@ -78,7 +90,11 @@ pub fn step_examples(labels: &[QuestionLabel], pool: &[String], f: &Featurizer) 
 
 /// Route examples: one per question, targets in [`route_candidates`] order; a direct
 /// answer that was not tried is masked out.
-pub fn route_examples(labels: &[QuestionLabel], pool: &[String], f: &Featurizer) -> Result<Examples, RouterError> {
+pub fn route_examples(
+    labels: &[QuestionLabel],
+    pool: &[String],
+    f: &Featurizer,
+) -> Result<Examples, RouterError> {
     let mut ex = Examples::default();
     for q in labels {
         let mut y = Vec::new();
@@ -143,7 +159,9 @@ pub fn train_sft(
     opts: &SftOptions,
 ) -> Result<(RouterNet, SftMetrics), RouterError> {
     if labels.is_empty() {
-        return Err(RouterError::Invalid("the labels file has no usable questions".into()));
+        return Err(RouterError::Invalid(
+            "the labels file has no usable questions".into(),
+        ));
     }
     let (train, held) = split(labels, opts);
     let mut net = RouterNet::new(pool.to_vec(), f.layout(), opts.hidden, opts.seed)?;
@@ -155,7 +173,11 @@ pub fn train_sft(
         if e.x.is_empty() {
             return Ok(None);
         }
-        Ok(Some([to_tensor(&e.x)?, to_tensor(&e.y)?, to_tensor(&e.mask)?]))
+        Ok(Some([
+            to_tensor(&e.x)?,
+            to_tensor(&e.y)?,
+            to_tensor(&e.mask)?,
+        ]))
     };
     let (st, rt) = (tensors(&steps)?, tensors(&routes)?);
     let mut opt = AdamW::new(
@@ -288,9 +310,15 @@ pub fn report(m: &SftMetrics, pool: &[String]) -> String {
 }
 
 /// Save a network, recording the metrics in its manifest.
-pub fn save_with_metrics(net: &mut RouterNet, metrics: &SftMetrics, path: &Path) -> Result<(), RouterError> {
+pub fn save_with_metrics(
+    net: &mut RouterNet,
+    metrics: &SftMetrics,
+    path: &Path,
+) -> Result<(), RouterError> {
     if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(metrics) {
-        net.manifest.notes.insert("sft_metrics".into(), serde_json::Value::Object(map));
+        net.manifest
+            .notes
+            .insert("sft_metrics".into(), serde_json::Value::Object(map));
     }
     net.save(path)
 }

@@ -70,12 +70,22 @@ mod tests {
         let rows = vec![vec![0.3f32, -1.2, 2.0], vec![-4.0, 5.0, 0.0]];
         let z = crate::net::to_tensor(&rows).unwrap();
         for t in [0.3, 0.5, 0.8] {
-            let got = stop_log_probs(&z, t).unwrap().to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+            let got = stop_log_probs(&z, t)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap();
             for (r, row) in rows.iter().enumerate() {
                 let zf: Vec<f64> = row.iter().map(|x| *x as f64).collect();
                 let want = crate::choice::stop_log_probs(&zf, t);
                 for m in 0..3 {
-                    assert!((got[r][m] - want[m]).abs() < 1e-4, "t={t} row {r} m {m}: {} vs {}", got[r][m], want[m]);
+                    assert!(
+                        (got[r][m] - want[m]).abs() < 1e-4,
+                        "t={t} row {r} m {m}: {} vs {}",
+                        got[r][m],
+                        want[m]
+                    );
                 }
             }
         }

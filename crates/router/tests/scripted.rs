@@ -12,7 +12,7 @@ use r2_executor::ExecOptions;
 use r2_pool::{Backend, GenRequest, Pool, PoolConfig, ScriptedBackend};
 use r2_router::features::{Featurizer, HashEncoder};
 use r2_router::grpo::{Grpo, GrpoOptions};
-use r2_router::labels::{read_labels, append_label, QuestionLabel};
+use r2_router::labels::{append_label, read_labels, QuestionLabel};
 use r2_router::net::RouterNet;
 use r2_router::policy::{LearnedPolicy, PinnedRoute};
 use r2_router::search::{label_question, ExecRunner, RouteRunner, SearchOptions};
@@ -40,7 +40,13 @@ fn backend(me: usize) -> Arc<dyn Backend> {
             words
                 .iter()
                 .enumerate()
-                .map(|(i, w)| format!("{}. Work out part {} of the puzzle, the {w} part.", i + 1, i + 1))
+                .map(|(i, w)| {
+                    format!(
+                        "{}. Work out part {} of the puzzle, the {w} part.",
+                        i + 1,
+                        i + 1
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         } else if system.starts_with("You are working on one step") {
@@ -110,7 +116,10 @@ fn settings(dir: &std::path::Path) -> RunSettings {
 
 async fn labels_for(pool: &Pool, items: &[Item], s: &RunSettings) -> Vec<QuestionLabel> {
     let runner = ExecRunner { pool, settings: s };
-    let opts = SearchOptions { budget: 12, confident: 0.9 };
+    let opts = SearchOptions {
+        budget: 12,
+        confident: 0.9,
+    };
     let mut out = Vec::new();
     for item in items {
         out.push(label_question(&runner, item, &ids(pool), &opts).await);
@@ -132,7 +141,12 @@ async fn label_search_finds_the_cheapest_allocation() {
         let got: Vec<usize> = q
             .steps
             .iter()
-            .map(|s| pool_ids.iter().position(|p| Some(p) == s.label.as_ref()).unwrap())
+            .map(|s| {
+                pool_ids
+                    .iter()
+                    .position(|p| Some(p) == s.label.as_ref())
+                    .unwrap()
+            })
             .collect();
         assert_eq!(got, want, "{}", item.question);
         assert!(q.steps.iter().all(|s| s.success));
@@ -155,8 +169,13 @@ async fn label_search_finds_the_cheapest_allocation() {
     assert_eq!(set.questions, labels[..3].to_vec());
     assert_eq!(set.malformed.len(), 1);
     assert_eq!(set.malformed[0].0, 4);
-    let err = read_labels(&path, &["a".into(), "b".into(), "c".into()]).unwrap_err().to_string();
-    assert!(err.contains("line 1") && err.contains("not in the pool"), "{err}");
+    let err = read_labels(&path, &["a".into(), "b".into(), "c".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 1") && err.contains("not in the pool"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -166,13 +185,24 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
     let s = settings(dir.path());
     let labels = labels_for(&pool, &items(0..27), &s).await;
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
-    let opts = SftOptions { holdout: 0.0, ..Default::default() };
+    let opts = SftOptions {
+        holdout: 0.0,
+        ..Default::default()
+    };
     let (net, metrics) = train_sft(&labels, &ids(&pool), &features, &opts).unwrap();
     assert!(metrics.final_train_loss < 0.2, "{metrics:?}");
 
     // Seeded: the same data and seed give the same weights.
     let (again, _) = train_sft(&labels, &ids(&pool), &features, &opts).unwrap();
-    let w = |n: &RouterNet| n.step.w2.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let w = |n: &RouterNet| {
+        n.step
+            .w2
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     assert_eq!(w(&net), w(&again));
 
     // Save/load round trip.
@@ -193,8 +223,15 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
     let mut right = 0;
     let test = items(27..40);
     for item in &test {
-        let a = exec.run(&item.question, item.family, &policy, 2).await.unwrap();
-        let steps: Vec<&r2_executor::StepTrace> = a.steps.iter().filter(|s| s.id.parse::<usize>().is_ok()).collect();
+        let a = exec
+            .run(&item.question, item.family, &policy, 2)
+            .await
+            .unwrap();
+        let steps: Vec<&r2_executor::StepTrace> = a
+            .steps
+            .iter()
+            .filter(|s| s.id.parse::<usize>().is_ok())
+            .collect();
         let want: Vec<usize> = steps.iter().map(|s| level_of(&s.text)).collect();
         let got: Vec<usize> = steps
             .iter()
@@ -214,7 +251,9 @@ async fn grpo_improves_a_bad_initial_policy() {
     let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
     // Deliberately bad: every step leans to the cheapest model; the route head leans to
     // decomposing.
-    let bias = |v: &[f32]| candle_core::Tensor::from_vec(v.to_vec(), v.len(), &candle_core::Device::Cpu).unwrap();
+    let bias = |v: &[f32]| {
+        candle_core::Tensor::from_vec(v.to_vec(), v.len(), &candle_core::Device::Cpu).unwrap()
+    };
     net.step.b2.set(&bias(&[1.5, 1.5, 1.5])).unwrap();
     net.route.b2.set(&bias(&[-4.0, -4.0, 4.0, 0.0])).unwrap();
     let reference = net.snapshot().unwrap();
@@ -255,12 +294,20 @@ async fn a_router_for_another_pool_refuses_to_load() {
     net.save(&path).unwrap();
     let env = r2_router::RouterEnv::new(None, false);
     let pool = pool();
-    let err = env.load_router(path.to_str().unwrap(), &pool).err().unwrap().to_string();
-    assert!(err.contains("[a, b]") && err.contains("qwen2.5-coder-1.5b"), "{err}");
+    let err = env
+        .load_router(path.to_str().unwrap(), &pool)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("[a, b]") && err.contains("qwen2.5-coder-1.5b"),
+        "{err}"
+    );
 
     // A manifest that lies about the shapes: the error names both shapes.
     let mpath = RouterNet::manifest_path(&path);
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
     m["pool"] = serde_json::json!(["a", "b", "c"]);
     std::fs::write(&mpath, m.to_string()).unwrap();
     let err = RouterNet::load(&path).unwrap_err().to_string();
@@ -271,7 +318,13 @@ async fn a_router_for_another_pool_refuses_to_load() {
 async fn unknown_policies_and_bad_thresholds_are_input_errors() {
     let pool = pool();
     let env = r2_router::RouterEnv::new(None, false);
-    for bad in ["learned:/nonexistent/x.safetensors", "learned:x@1.5", "oracle:", "oracle:/nonexistent.jsonl", "bogus"] {
+    for bad in [
+        "learned:/nonexistent/x.safetensors",
+        "learned:x@1.5",
+        "oracle:",
+        "oracle:/nonexistent.jsonl",
+        "bogus",
+    ] {
         let e = r2_router::parse_policy(bad, &pool, &env).err().unwrap();
         assert!(e.is_input_error(), "{bad}: {e}");
     }
@@ -290,18 +343,29 @@ fn _runner_is_object_safe(r: &dyn RouteRunner, _: PinnedRoute) -> &dyn RouteRunn
 async fn the_shipped_router_belongs_to_the_embedded_pool() {
     let pool = pool();
     let env = r2_router::RouterEnv::new(None, false);
-    let (net, features) = env.load_router(r2_router::SHIPPED_NAME, &pool).unwrap_or_else(|e| panic!("{e}"));
+    let (net, features) = env
+        .load_router(r2_router::SHIPPED_NAME, &pool)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(net.manifest.pool, ids(&pool));
-    let x = features.route_features("What is 17 * 23 + 5?", TaskFamily::Math).unwrap();
+    let x = features
+        .route_features("What is 17 * 23 + 5?", TaskFamily::Math)
+        .unwrap();
     let z = net.route_logits(&[x]).unwrap();
     assert_eq!(z[0].len(), pool.len() + 1);
     assert!(z[0].iter().all(|v| v.is_finite()));
 
     let mut cfg = PoolConfig::embedded();
     cfg.models.pop();
-    let map: HashMap<String, Arc<dyn Backend>> =
-        cfg.models.iter().enumerate().map(|(i, m)| (m.id.clone(), backend(i))).collect();
+    let map: HashMap<String, Arc<dyn Backend>> = cfg
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.clone(), backend(i)))
+        .collect();
     let smaller = Pool::new(cfg, map).unwrap();
-    let err = env.load_router(r2_router::SHIPPED_NAME, &smaller).err().expect("a pool mismatch");
+    let err = env
+        .load_router(r2_router::SHIPPED_NAME, &smaller)
+        .err()
+        .expect("a pool mismatch");
     assert!(err.to_string().contains("trained for the pool"), "{err}");
 }

@@ -36,14 +36,18 @@ pub use traces::{TraceError, TraceStore};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Turns a policy name into a policy (the CLI passes one that knows learned routers).
-pub type PolicyParser =
-    Arc<dyn Fn(&str, &Pool) -> Result<Box<dyn r2_allocator::Policy>, r2_allocator::PolicyError> + Send + Sync>;
+pub type PolicyParser = Arc<
+    dyn Fn(&str, &Pool) -> Result<Box<dyn r2_allocator::Policy>, r2_allocator::PolicyError>
+        + Send
+        + Sync,
+>;
 
 pub struct AppState {
     pub pool: Arc<Pool>,
     /// Parses `r2reasoner/<policy>` names; each name is parsed once and then reused.
     pub parser: PolicyParser,
-    pub(crate) policies: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn r2_allocator::Policy>>>,
+    pub(crate) policies:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<dyn r2_allocator::Policy>>>,
     pub keys: Keys,
     /// The policy `model = "r2reasoner"` routes with.
     pub default_policy: String,
@@ -90,7 +94,10 @@ impl AppState {
     }
 
     /// The policy named `name`, parsed on first use.
-    pub fn policy(&self, name: &str) -> Result<Arc<dyn r2_allocator::Policy>, r2_allocator::PolicyError> {
+    pub fn policy(
+        &self,
+        name: &str,
+    ) -> Result<Arc<dyn r2_allocator::Policy>, r2_allocator::PolicyError> {
         if let Some(p) = self.policies.lock().ok().and_then(|m| m.get(name).cloned()) {
             return Ok(p);
         }
