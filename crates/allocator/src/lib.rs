@@ -156,10 +156,10 @@ pub fn parse_policy(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyEr
     }))
 }
 
-/// A policy reported under the name it was built from.
-struct Named {
-    name: String,
-    inner: Box<dyn Policy>,
+/// A policy reported under the name it was built from (every policy parser wraps with it).
+pub struct Named {
+    pub name: String,
+    pub inner: Box<dyn Policy>,
 }
 
 #[async_trait]

@@ -107,9 +107,14 @@ impl Embedder {
     }
 
     fn tokenize(&self, index: usize, text: &str) -> Result<Vec<u32>, EmbedError> {
+        self.encode_ids(index, text, true)
+    }
+
+    /// Word-piece ids, with [CLS]/[SEP] when `special`.
+    fn encode_ids(&self, index: usize, text: &str, special: bool) -> Result<Vec<u32>, EmbedError> {
         let enc = self
             .tokenizer
-            .encode(text, true)
+            .encode(text, special)
             .map_err(|e| EmbedError::Tokenize {
                 index,
                 reason: e.to_string(),
@@ -134,14 +139,7 @@ impl Embedder {
 
     /// The word pieces of `text` without [CLS]/[SEP].
     pub(crate) fn piece_ids(&self, index: usize, text: &str) -> Result<Vec<u32>, EmbedError> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| EmbedError::Tokenize {
-                index,
-                reason: e.to_string(),
-            })?;
-        Ok(enc.get_ids().to_vec())
+        self.encode_ids(index, text, false)
     }
 
     /// Embeddings of already tokenised sequences (one padded batch).

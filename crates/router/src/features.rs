@@ -72,6 +72,15 @@ impl Encoder for HashEncoder {
     }
 }
 
+/// `r2-embed`'s fixed-size embeddings as feature rows.
+fn rows(
+    embedded: Result<Vec<r2_embed::Embedding>, r2_embed::EmbedError>,
+) -> Result<Vec<Vec<f32>>, RouterError> {
+    embedded
+        .map(|v| v.into_iter().map(|e| e.to_vec()).collect())
+        .map_err(|e| RouterError::Encoder(e.to_string()))
+}
+
 /// all-MiniLM-L6-v2 through candle (crate `r2-embed`).
 pub struct MiniLm(pub Arc<r2_embed::Embedder>);
 
@@ -85,10 +94,7 @@ impl Encoder for MiniLm {
     }
 
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RouterError> {
-        self.0
-            .embed(texts)
-            .map(|v| v.into_iter().map(|e| e.to_vec()).collect())
-            .map_err(|e| RouterError::Encoder(e.to_string()))
+        rows(self.0.embed(texts))
     }
 }
 
@@ -109,10 +115,7 @@ impl Encoder for MiniLmDistilled {
     }
 
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RouterError> {
-        self.0
-            .embed(texts)
-            .map(|v| v.into_iter().map(|e| e.to_vec()).collect())
-            .map_err(|e| RouterError::Encoder(e.to_string()))
+        rows(self.0.embed(texts))
     }
 }
 

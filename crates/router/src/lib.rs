@@ -25,7 +25,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use r2_allocator::{Policy, PolicyError};
+use r2_allocator::{Named, Policy, PolicyError};
 use r2_models::ModelCache;
 use r2_pool::Pool;
 
@@ -276,34 +276,5 @@ pub fn parse_policy(
             }))
         }
         _ => r2_allocator::parse_policy(name, pool),
-    }
-}
-
-/// A policy reported under its full name.
-struct Named {
-    name: String,
-    inner: Box<dyn Policy>,
-}
-
-#[async_trait::async_trait]
-impl Policy for Named {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    async fn route(
-        &self,
-        question: &str,
-        family: r2_decomposer::TaskFamily,
-        pool: &Pool,
-    ) -> Result<r2_allocator::Route, PolicyError> {
-        self.inner.route(question, family, pool).await
-    }
-
-    async fn allocate(
-        &self,
-        step: r2_allocator::StepContext<'_>,
-    ) -> Result<r2_allocator::Allocation, PolicyError> {
-        self.inner.allocate(step).await
     }
 }
