@@ -53,8 +53,13 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
     }
     // The one line tests and scripts wait for.
     eprintln!("r2reasoner serve: listening on http://{addr}");
-    let state = Arc::new(AppState::new(Arc::new(pool), keys, &server, traces).with_parser(parser));
+    let state =
+        Arc::new(AppState::new(Arc::new(pool), keys, &server, traces.clone()).with_parser(parser));
     r2_server::serve(listener, state, shutdown_signal()).await?;
+    // Traces are written behind the responses; commit the last ones before exiting.
+    if let Err(e) = traces.flush().await {
+        tracing::warn!(error = %e, "the last traces may not be stored");
+    }
     eprintln!("r2reasoner serve: stopped");
     Ok(())
 }
