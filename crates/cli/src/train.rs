@@ -144,6 +144,10 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
         hidden: args.hidden.max(1),
         holdout: args.holdout,
         threshold: args.threshold,
+        decompose_at: Some(r2_router::labels::decompose_position(
+            &labels.questions,
+            &config,
+        )),
         ..Default::default()
     };
     let (mut net, metrics) = match train_sft(&labels.questions, &ids, &features, &opts) {
@@ -177,12 +181,30 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
     net.manifest
         .notes
         .insert("seed".into(), serde_json::json!(args.seed));
+    // The route order (decompose_at) was measured under this profile's prices.
+    net.manifest.notes.insert(
+        "price_profile".into(),
+        serde_json::json!(config.price_profile),
+    );
     save_with_metrics(&mut net, &metrics, &args.out).map_err(router_error)?;
     let metrics_path = sibling(&args.out, "metrics.json");
     std::fs::write(
         &metrics_path,
         serde_json::to_string_pretty(&metrics)? + "\n",
     )?;
+    let order: Vec<String> = net
+        .route_candidates()
+        .iter()
+        .map(|c| match c {
+            r2_router::net::RouteCandidate::Direct(m) => format!("direct:{}", ids[*m]),
+            r2_router::net::RouteCandidate::Decompose => "decompose".into(),
+        })
+        .collect();
+    println!(
+        "route candidates, cheapest first on these labels ({} prices): {}",
+        config.price_profile,
+        order.join(" < ")
+    );
     print!("{}", report(&metrics, &ids));
     println!(
         "wrote {} and {}",

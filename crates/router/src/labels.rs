@@ -100,6 +100,50 @@ impl QuestionLabel {
     }
 }
 
+/// Where decomposing belongs among the direct answers, cheapest first: the number of pool
+/// models whose direct answer costs less on average (over the questions where it was tried)
+/// than the cheapest correct decomposed allocation (averaged over the questions that have
+/// one), under `pool`'s active price profile. That is what a decomposed route costs when
+/// the step head allocates perfectly, so it is a lower bound of its cost. With no correct
+/// decomposition in the labels, decomposing goes last.
+pub fn decompose_position(labels: &[QuestionLabel], pool: &PoolConfig) -> usize {
+    let profile = &pool.price_profile;
+    let cost = |t: &TriedRoute| r2_bench::summary::cost_of(&t.usage, pool, profile);
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let ids = pool.ids();
+    let decomposed: Vec<f64> = labels
+        .iter()
+        .filter_map(|q| {
+            q.tried
+                .iter()
+                .filter(|t| {
+                    matches!(t.route, RouteLabel::Decompose { .. })
+                        && t.correct
+                        && t.error.is_none()
+                })
+                .map(cost)
+                .min_by(f64::total_cmp)
+        })
+        .collect();
+    let Some(decomposed) = mean(&decomposed) else {
+        return ids.len();
+    };
+    ids.iter()
+        .filter(|id| {
+            let direct: Vec<f64> = labels
+                .iter()
+                .flat_map(|q| &q.tried)
+                .filter(|t| {
+                    matches!(&t.route, RouteLabel::Direct { model } if model == *id)
+                        && t.error.is_none()
+                })
+                .map(cost)
+                .collect();
+            mean(&direct).is_some_and(|d| d < decomposed)
+        })
+        .count()
+}
+
 /// A labels file, read against a pool.
 #[derive(Debug, Default)]
 pub struct LabelSet {
@@ -166,4 +210,78 @@ pub fn append_label(file: &mut impl Write, q: &QuestionLabel) -> Result<(), Rout
     writeln!(file, "{line}")
         .and_then(|_| file.flush())
         .map_err(|e| RouterError::Invalid(format!("cannot write labels: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tried(route: RouteLabel, correct: bool, model: &str, tokens: u64) -> TriedRoute {
+        let usage = BTreeMap::from([(
+            model.to_string(),
+            ModelUsage {
+                calls: 1,
+                input_tokens: tokens,
+                output_tokens: tokens,
+            },
+        )]);
+        TriedRoute {
+            route,
+            correct,
+            usage,
+            error: None,
+        }
+    }
+
+    fn question(pool: &[&str], decomposed: Vec<TriedRoute>) -> QuestionLabel {
+        let mut t: Vec<TriedRoute> = pool
+            .iter()
+            .map(|m| {
+                let direct = RouteLabel::Direct {
+                    model: m.to_string(),
+                };
+                tried(direct, false, m, 200)
+            })
+            .collect();
+        t.extend(decomposed);
+        QuestionLabel {
+            id: "q".into(),
+            question: "q".into(),
+            family: TaskFamily::Math,
+            pool: pool.iter().map(|m| m.to_string()).collect(),
+            steps: vec![],
+            tried: t,
+            executions: 1,
+        }
+    }
+
+    #[test]
+    fn decomposing_is_placed_by_its_measured_cost() {
+        let cfg = PoolConfig::embedded();
+        let ids = cfg.ids();
+        let (small, large) = (ids[0], ids[ids.len() - 1]);
+        let decompose = |m: &str| RouteLabel::Decompose {
+            allocation: vec![m.to_string()],
+        };
+        // Correct decompositions that cost more than every direct answer: last.
+        let dear = question(&ids, vec![tried(decompose(large), true, large, 2000)]);
+        assert_eq!(decompose_position(&[dear], &cfg), ids.len());
+        // A question's cheapest correct allocation is what counts: this one is cheaper than
+        // every direct answer, so decomposing comes first.
+        let cheap = question(
+            &ids,
+            vec![
+                tried(decompose(large), true, large, 2000),
+                tried(decompose(small), true, small, 100),
+            ],
+        );
+        assert_eq!(decompose_position(&[cheap], &cfg), 0);
+        // On the same small model with more tokens than a direct answer: after it.
+        let mid = question(&ids, vec![tried(decompose(small), true, small, 400)]);
+        assert_eq!(decompose_position(&[mid], &cfg), 1);
+        // No correct decomposition at all: last, whatever it cost.
+        let failed = question(&ids, vec![tried(decompose(small), false, small, 10)]);
+        assert_eq!(decompose_position(&[failed], &cfg), ids.len());
+        assert_eq!(decompose_position(&[], &cfg), ids.len());
+    }
 }

@@ -27,11 +27,14 @@ pub enum RouteCandidate {
     Decompose,
 }
 
-/// Candidates from cheapest to dearest: direct on each model but the largest, then
-/// decomposing (whose steps may run on cheap models), then direct on the largest.
-pub fn route_candidates(models: usize) -> Vec<RouteCandidate> {
+/// Candidates from cheapest to dearest: direct on each model (the pool is ordered cheapest
+/// first), with decomposing inserted at `decompose_at` (0 = before every direct answer,
+/// `models` = after them all). Where decomposing belongs depends on the pool and its prices,
+/// so SFT measures it on the labels ([`crate::labels::decompose_position`]) and the
+/// manifest keeps it.
+pub fn route_candidates(models: usize, decompose_at: usize) -> Vec<RouteCandidate> {
     let mut c: Vec<RouteCandidate> = (0..models).map(RouteCandidate::Direct).collect();
-    c.insert(models.saturating_sub(1), RouteCandidate::Decompose);
+    c.insert(decompose_at.min(models), RouteCandidate::Decompose);
     c
 }
 
@@ -46,14 +49,32 @@ pub struct Manifest {
     pub threshold: f64,
     /// `sft` or `grpo`.
     pub stage: String,
+    /// Where decomposing sits among the route candidates (see [`route_candidates`]);
+    /// absent in routers made before it was measured, which put it before direct on the
+    /// largest model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decompose_at: Option<usize>,
     /// Where the weights came from (dataset, labels, seed, metrics); free-form.
     #[serde(default)]
     pub notes: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Manifest {
+    /// Where decomposing sits among the route candidates.
+    pub fn decompose_at(&self) -> usize {
+        self.decompose_at
+            .unwrap_or(self.pool.len().saturating_sub(1))
+    }
+
     /// Refuse a router trained for another pool or feature layout.
     pub fn check(&self, pool: &[String], layout: &FeatureLayout) -> Result<(), RouterError> {
+        if self.decompose_at.is_some_and(|d| d > self.pool.len()) {
+            return Err(RouterError::Invalid(format!(
+                "the manifest puts decomposing at route position {} of a {}-model pool",
+                self.decompose_at.unwrap_or_default(),
+                self.pool.len()
+            )));
+        }
         if self.pool != pool {
             return Err(RouterError::PoolMismatch {
                 trained: self.pool.clone(),
@@ -224,11 +245,17 @@ impl RouterNet {
                 hidden,
                 threshold: 0.5,
                 stage: "init".into(),
+                decompose_at: None,
                 notes: Default::default(),
             },
             step,
             route,
         })
+    }
+
+    /// The route head's candidates, in the order of its outputs (cheapest first).
+    pub fn route_candidates(&self) -> Vec<RouteCandidate> {
+        route_candidates(self.models(), self.manifest.decompose_at())
     }
 
     pub fn models(&self) -> usize {

@@ -13,7 +13,7 @@ use r2_pool::Pool;
 use crate::choice::{first_clearing, sample_stop, sigmoid, stop_log_probs};
 use crate::features::{Featurizer, StepInfo};
 use crate::labels::{QuestionLabel, RouteLabel};
-use crate::net::{route_candidates, RouteCandidate, RouterNet};
+use crate::net::{RouteCandidate, RouterNet};
 use crate::rng::{fnv1a, SplitMix64};
 
 /// What the step head sees of the step being allocated.
@@ -145,10 +145,10 @@ impl Policy for LearnedPolicy {
         &self,
         question: &str,
         family: TaskFamily,
-        pool: &Pool,
+        _pool: &Pool,
     ) -> Result<Route, PolicyError> {
         let z = self.route_logits(question, family)?;
-        let candidates = route_candidates(pool.len());
+        let candidates = self.net.route_candidates();
         if self.query_level {
             // Only the direct options, cheapest first.
             let (idx, zs): (Vec<usize>, Vec<f64>) = candidates
@@ -232,7 +232,7 @@ impl Policy for SamplingPolicy {
         &self,
         question: &str,
         family: TaskFamily,
-        pool: &Pool,
+        _pool: &Pool,
     ) -> Result<Route, PolicyError> {
         let f = self
             .features
@@ -245,7 +245,7 @@ impl Policy for SamplingPolicy {
             .pop()
             .unwrap_or_default();
         let chosen = self.record(true, f, &z, self.draw(question, u64::MAX));
-        Ok(match route_candidates(pool.len())[chosen] {
+        Ok(match self.net.route_candidates()[chosen] {
             RouteCandidate::Direct(model) => Route::Direct {
                 model,
                 score: sigmoid(z[chosen]),

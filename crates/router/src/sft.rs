@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::choice::{first_clearing, sigmoid};
 use crate::features::Featurizer;
 use crate::labels::QuestionLabel;
-use crate::net::{route_candidates, to_tensor, RouteCandidate, RouterNet};
+use crate::net::{to_tensor, RouteCandidate, RouterNet};
 use crate::train::{masked_bce, scalar};
 use crate::RouterError;
 
@@ -24,6 +24,9 @@ pub struct SftOptions {
     /// Share of questions held out for metrics (chosen by a seeded hash of the id).
     pub holdout: f64,
     pub threshold: f64,
+    /// Where decomposing sits among the route candidates (None: before direct on the
+    /// largest model); [`crate::labels::decompose_position`] measures it.
+    pub decompose_at: Option<usize>,
 }
 
 impl Default for SftOptions {
@@ -36,6 +39,7 @@ impl Default for SftOptions {
             hidden: 64,
             holdout: 0.2,
             threshold: 0.5,
+            decompose_at: None,
         }
     }
 }
@@ -88,18 +92,19 @@ pub fn step_examples(
     Ok(ex)
 }
 
-/// Route examples: one per question, targets in [`route_candidates`] order; a direct
-/// answer that was not tried is masked out.
+/// Route examples: one per question, targets in `candidates` order (the route head's,
+/// [`RouterNet::route_candidates`]); a route that was not tried is masked out.
 pub fn route_examples(
     labels: &[QuestionLabel],
     pool: &[String],
+    candidates: &[RouteCandidate],
     f: &Featurizer,
 ) -> Result<Examples, RouterError> {
     let mut ex = Examples::default();
     for q in labels {
         let mut y = Vec::new();
         let mut mask = Vec::new();
-        for c in route_candidates(pool.len()) {
+        for &c in candidates {
             let v = match c {
                 RouteCandidate::Direct(m) => q.direct_correct(&pool[m]),
                 RouteCandidate::Decompose => q
@@ -167,8 +172,9 @@ pub fn train_sft(
     let mut net = RouterNet::new(pool.to_vec(), f.layout(), opts.hidden, opts.seed)?;
     net.manifest.threshold = opts.threshold;
     net.manifest.stage = "sft".into();
+    net.manifest.decompose_at = opts.decompose_at;
     let steps = step_examples(&train, pool, f)?;
-    let routes = route_examples(&train, pool, f)?;
+    let routes = route_examples(&train, pool, &net.route_candidates(), f)?;
     let tensors = |e: &Examples| -> Result<Option<[candle_core::Tensor; 3]>, RouterError> {
         if e.x.is_empty() {
             return Ok(None);
@@ -239,7 +245,7 @@ pub fn evaluate(
 ) -> Result<SftMetrics, RouterError> {
     let n = pool.len();
     let steps = step_examples(labels, pool, f)?;
-    let routes = route_examples(labels, pool, f)?;
+    let routes = route_examples(labels, pool, &net.route_candidates(), f)?;
     let mut m = SftMetrics {
         heldout_questions: labels.len(),
         heldout_steps: steps.x.len(),

@@ -63,7 +63,13 @@ fn backend(me: usize) -> Arc<dyn Backend> {
                 "ANSWER: 42".into()
             }
         } else if me == 2 {
-            "ANSWER: 42".into()
+            // The largest model answers every question directly, but at length: answering
+            // directly on it costs more than a decomposition with the steps on the models
+            // their markers need (so decomposing sits before it in the route order).
+            format!(
+                "{}ANSWER: 42",
+                "let me think this through carefully once more ".repeat(60)
+            )
         } else {
             "ANSWER: 0".into()
         })
@@ -185,12 +191,22 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
     let s = settings(dir.path());
     let labels = labels_for(&pool, &items(0..27), &s).await;
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Where decomposing sits among the routes is measured from the labels' costs and kept in
+    // the manifest (checked by the round trip below).
+    let decompose_at = r2_router::labels::decompose_position(&labels, &pool.config);
+    assert_eq!(
+        decompose_at,
+        pool.len() - 1,
+        "decomposing is dearer than direct on 0, 1"
+    );
     let opts = SftOptions {
         holdout: 0.0,
+        decompose_at: Some(decompose_at),
         ..Default::default()
     };
     let (net, metrics) = train_sft(&labels, &ids(&pool), &features, &opts).unwrap();
     assert!(metrics.final_train_loss < 0.2, "{metrics:?}");
+    assert_eq!(net.manifest.decompose_at, Some(decompose_at));
 
     // Seeded: the same data and seed give the same weights.
     let (again, _) = train_sft(&labels, &ids(&pool), &features, &opts).unwrap();
