@@ -30,6 +30,9 @@ const FONT_PATHS: &[&str] = &[
     "/Library/Fonts/Arial.ttf",
 ];
 
+/// Label line height in pixels.
+const LINE: i32 = 15;
+
 /// Text needs a TrueType font; use `R2REASONER_FONT` or a common system one.
 fn register_font() -> Result<(), String> {
     static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
@@ -60,7 +63,8 @@ where
     let lo = positive.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = positive.iter().copied().fold(0.0, f64::max);
     let (lo, hi) = if lo.is_finite() && hi > 0.0 {
-        (lo / 3.0, hi * 3.0)
+        // Room on the right for the labels of the dearest policies.
+        (lo / 3.0, hi * 12.0)
     } else {
         (1e-7, 1e-3)
     };
@@ -90,17 +94,39 @@ where
         .map_err(e)?
         .label("Pareto frontier")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(200, 60, 60)));
+    // Each label sits right of its point; a label that would overlap one already placed
+    // moves down a line, so policies with (nearly) the same cost and accuracy stay legible.
+    // Labels that would run off the right edge go left of their point instead.
+    let right_edge = chart.plotting_area().get_pixel_range().0.end;
+    let mut placed: Vec<(i32, i32, i32)> = Vec::new(); // left, top, width in pixels
     for (label, cost, acc) in points {
         let pos = (place(*cost), *acc);
+        let (px, py) = chart.backend_coord(&pos);
+        let width = 7 * label.chars().count() as i32;
+        let dx = if px + 8 + width > right_edge {
+            -8 - width
+        } else {
+            8
+        };
+        let left = px + dx;
+        let mut dy = -7;
+        while placed
+            .iter()
+            .any(|&(l, t, w)| left < l + w && l < left + width && (py + dy - t).abs() < LINE)
+        {
+            dy += LINE;
+        }
+        placed.push((left, py + dy, width));
         chart
-            .draw_series(std::iter::once(Circle::new(pos, 5, BLUE.filled())))
-            .map_err(e)?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                label.clone(),
-                pos,
-                ("sans-serif", 13).into_font().color(&BLACK),
-            )))
+            .draw_series(std::iter::once(
+                EmptyElement::at(pos)
+                    + Circle::new((0, 0), 5, BLUE.filled())
+                    + Text::new(
+                        label.clone(),
+                        (dx, dy),
+                        ("sans-serif", 13).into_font().color(&BLACK),
+                    ),
+            ))
             .map_err(e)?;
     }
     chart
