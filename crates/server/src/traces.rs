@@ -5,7 +5,8 @@
 //! committed it stays in an in-memory map that `get` reads first, so a trace is readable
 //! the moment its response has been sent. The queue is bounded: when the writer falls
 //! behind, `put` waits for room instead of letting memory grow. `flush` (called on
-//! graceful shutdown) returns once everything queued before it is committed.
+//! graceful shutdown) returns once everything queued before it is committed. A batch whose
+//! commit fails (e.g. a full disk) is logged and dropped, so memory stays bounded.
 
 use std::collections::HashMap;
 use std::path::Path;
