@@ -134,9 +134,15 @@ async fn run(
                 .map(|m| m.content.as_str())
                 .unwrap_or("");
             let family = TaskFamily::guess(last_user);
+            // The client's max_tokens caps every model call of the run (plan, steps,
+            // synthesis); a plan cut short is parsed as far as it goes.
+            let cap = |n: u32| chat.max_tokens.map_or(n, |m| n.min(m));
             let options = ExecOptions {
                 sampling: sampling(chat),
                 progress,
+                decompose_max_tokens: cap(state.exec.decompose_max_tokens),
+                step_max_tokens: cap(state.exec.step_max_tokens),
+                answer_max_tokens: cap(state.exec.answer_max_tokens),
                 ..state.exec.clone()
             };
             let decomposer = pool.config.index_of(&pool.config.decomposer).unwrap_or(0);

@@ -56,6 +56,22 @@ async fn routed_request_answers_with_usage_trace_and_headers() {
     assert_eq!(json(&stored), *ext);
     let (status, _, body) = send(&g, get("/v1/traces/nope")).await;
     assert_eq!(error_code(status, &body), (404, "trace_not_found".into()));
+
+    // Without max_tokens the executor's limits apply; with it, every call of the run is
+    // capped by it.
+    assert!(g.seen.lock().unwrap().iter().all(|r| r.max_tokens > 7));
+    g.seen.lock().unwrap().clear();
+    let capped = json!({"model": "r2reasoner", "max_tokens": 7,
+        "messages": [{"role": "user", "content": "What is 6 * 7?"}]});
+    let (status, _, body) = send(&g, post(capped.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = g.seen.lock().unwrap();
+    assert!(seen.len() >= 2, "a plan and at least one answer call");
+    assert!(
+        seen.iter().all(|r| r.max_tokens == 7),
+        "{:?}",
+        seen.iter().map(|r| r.max_tokens).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
