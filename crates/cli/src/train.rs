@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use r2_router::calibrate::{choose, sweep, Target, GRID};
 use r2_router::features::Featurizer;
-use r2_router::grpo::{sibling, Grpo, GrpoOptions};
+use r2_router::grpo::{Grpo, GrpoOptions};
 use r2_router::labels::{append_label, read_labels, LabelSet};
+use r2_router::net::sibling;
 use r2_router::search::{label_question, ExecRunner, SearchOptions};
 use r2_router::sft::{report, save_with_metrics, train_sft, SftOptions};
 use r2_router::{RouterEnv, RouterError};
@@ -46,6 +47,21 @@ fn router_error(e: RouterError) -> anyhow::Error {
             anyhow::Error::new(e)
         }
         other => input_error(other.to_string()),
+    }
+}
+
+/// A failed training run. On NaN (at `step` n, an epoch or an iteration) the last good
+/// weights are saved to `out` first, and the error says where they are.
+fn training_error(e: RouterError, out: &Path, step: &str) -> anyhow::Error {
+    match e {
+        RouterError::NotFinite { epoch, last_good } => match last_good.save(out) {
+            Ok(()) => anyhow::anyhow!(
+                "training diverged (NaN) at {step} {epoch}; the last good weights were saved to {}",
+                out.display()
+            ),
+            Err(e) => router_error(e),
+        },
+        e => router_error(e),
     }
 }
 
@@ -150,17 +166,8 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
         )),
         ..Default::default()
     };
-    let (mut net, metrics) = match train_sft(&labels.questions, &ids, &features, &opts) {
-        Ok(r) => r,
-        Err(RouterError::NotFinite { epoch, last_good }) => {
-            last_good.save(&args.out).map_err(router_error)?;
-            anyhow::bail!(
-                "training diverged (NaN) at epoch {epoch}; the last good weights were saved to {}",
-                args.out.display()
-            );
-        }
-        Err(e) => return Err(router_error(e)),
-    };
+    let (mut net, metrics) = train_sft(&labels.questions, &ids, &features, &opts)
+        .map_err(|e| training_error(e, &args.out, "epoch"))?;
     // File names only: manifests get committed and shared.
     let names: Vec<String> = args
         .labels
@@ -267,17 +274,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             )
         })
         .await;
-    let report = match result {
-        Ok(r) => r,
-        Err(RouterError::NotFinite { epoch, last_good }) => {
-            last_good.save(&args.out).map_err(router_error)?;
-            anyhow::bail!(
-                "training diverged (NaN) at iteration {epoch}; the last good weights are in {}",
-                args.out.display()
-            );
-        }
-        Err(e) => return Err(router_error(e)),
-    };
+    let report = result.map_err(|e| training_error(e, &args.out, "iteration"))?;
     let series =
         |name: &str, f: &dyn Fn(&r2_router::grpo::IterLog) -> f64| -> (String, Vec<(f64, f64)>) {
             (

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::features::Featurizer;
 use crate::grpo_math::{group_advantages, reward};
-use crate::net::{to_tensor, Mlp, RouterNet};
+use crate::net::{sibling, to_tensor, Mlp, RouterNet};
 use crate::policy::{Decision, LearnedPolicy, PinnedPolicy, PinnedRoute, SamplingPolicy};
 use crate::rng::SplitMix64;
 use crate::train::{column, one_hot, scalar, stop_log_probs};
@@ -347,17 +347,4 @@ impl<'a> Grpo<'a> {
             total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
         Ok(((total / count)?, kl_sum / count))
     }
-}
-
-/// `dir/x.safetensors` → `dir/x.<what>`.
-pub fn sibling(out: &Path, what: &str) -> PathBuf {
-    let stem = out
-        .file_name()
-        .map(|s| {
-            s.to_string_lossy()
-                .trim_end_matches(".safetensors")
-                .to_string()
-        })
-        .unwrap_or_else(|| "router".into());
-    out.with_file_name(format!("{stem}.{what}"))
 }

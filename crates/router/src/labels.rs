@@ -32,6 +32,13 @@ pub struct TriedRoute {
     pub error: Option<String>,
 }
 
+impl TriedRoute {
+    /// What this route cost under `pool`'s active price profile.
+    pub fn cost(&self, pool: &PoolConfig) -> f64 {
+        r2_bench::summary::cost_of(&self.usage, pool, &pool.price_profile)
+    }
+}
+
 /// One step of the decomposed plan and its label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepLabel {
@@ -79,9 +86,8 @@ impl QuestionLabel {
     /// The cheapest correct route under `pool`'s active price profile (ties: fewer
     /// tokens), or None when nothing answered correctly. This is the oracle.
     pub fn cheapest_correct(&self, pool: &PoolConfig) -> Option<&TriedRoute> {
-        let profile = &pool.price_profile;
         let key = |t: &TriedRoute| {
-            let cost = r2_bench::summary::cost_of(&t.usage, pool, profile);
+            let cost = t.cost(pool);
             let tokens: u64 = t
                 .usage
                 .values()
@@ -107,8 +113,7 @@ impl QuestionLabel {
 /// the step head allocates perfectly, so it is a lower bound of its cost. With no correct
 /// decomposition in the labels, decomposing goes last.
 pub fn decompose_position(labels: &[QuestionLabel], pool: &PoolConfig) -> usize {
-    let profile = &pool.price_profile;
-    let cost = |t: &TriedRoute| r2_bench::summary::cost_of(&t.usage, pool, profile);
+    let cost = |t: &TriedRoute| t.cost(pool);
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let ids = pool.ids();
     let decomposed: Vec<f64> = labels

@@ -20,6 +20,19 @@ use crate::RouterError;
 
 pub const MANIFEST_FORMAT: &str = "r2reasoner-router/1";
 
+/// A file next to a router's weights: `dir/x.safetensors` → `dir/x.<what>`.
+pub fn sibling(weights: &Path, what: &str) -> PathBuf {
+    let stem = weights
+        .file_name()
+        .map(|s| {
+            s.to_string_lossy()
+                .trim_end_matches(".safetensors")
+                .to_string()
+        })
+        .unwrap_or_else(|| "router".into());
+    weights.with_file_name(format!("{stem}.{what}"))
+}
+
 /// A candidate route of the route head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteCandidate {
@@ -68,10 +81,9 @@ impl Manifest {
 
     /// Refuse a router trained for another pool or feature layout.
     pub fn check(&self, pool: &[String], layout: &FeatureLayout) -> Result<(), RouterError> {
-        if self.decompose_at.is_some_and(|d| d > self.pool.len()) {
+        if let Some(d) = self.decompose_at.filter(|&d| d > self.pool.len()) {
             return Err(RouterError::Invalid(format!(
-                "the manifest puts decomposing at route position {} of a {}-model pool",
-                self.decompose_at.unwrap_or_default(),
+                "the manifest puts decomposing at route position {d} of a {}-model pool",
                 self.pool.len()
             )));
         }
@@ -292,15 +304,7 @@ impl RouterNet {
 
     /// The manifest lives next to the weights: `x.safetensors` → `x.manifest.json`.
     pub fn manifest_path(weights: &Path) -> PathBuf {
-        let stem = weights
-            .file_name()
-            .map(|s| {
-                s.to_string_lossy()
-                    .trim_end_matches(".safetensors")
-                    .to_string()
-            })
-            .unwrap_or_else(|| "router".into());
-        weights.with_file_name(format!("{stem}.manifest.json"))
+        sibling(weights, "manifest.json")
     }
 
     /// Write weights and manifest atomically (temporary files, then rename).

@@ -110,23 +110,46 @@ pub struct LearnedPolicy {
     pub query_level: bool,
 }
 
-impl LearnedPolicy {
-    fn route_logits(&self, question: &str, family: TaskFamily) -> Result<Vec<f64>, PolicyError> {
-        let f = self
-            .features
-            .route_features(question, family)
-            .map_err(call_err)?;
-        let mut z = self.net.route_logits(&[f]).map_err(call_err)?;
-        Ok(z.pop().unwrap_or_default())
-    }
+/// The route head's input row for `question` and its logits (one per route candidate).
+fn route_scores(
+    net: &RouterNet,
+    features: &Featurizer,
+    question: &str,
+    family: TaskFamily,
+) -> Result<(Vec<f32>, Vec<f64>), PolicyError> {
+    let f = features
+        .route_features(question, family)
+        .map_err(call_err)?;
+    let mut z = net
+        .route_logits(std::slice::from_ref(&f))
+        .map_err(call_err)?;
+    Ok((f, z.pop().unwrap_or_default()))
+}
 
-    fn step_logits(&self, step: &StepContext<'_>) -> Result<Vec<f64>, PolicyError> {
-        let f = self
-            .features
-            .step_features(step.question, step.family, &step_info(step))
-            .map_err(call_err)?;
-        let mut z = self.net.step_logits(&[f]).map_err(call_err)?;
-        Ok(z.pop().unwrap_or_default())
+/// The step head's input row for a step and its logits (one per pool model).
+fn step_scores(
+    net: &RouterNet,
+    features: &Featurizer,
+    step: &StepContext<'_>,
+    info: &StepInfo,
+) -> Result<(Vec<f32>, Vec<f64>), PolicyError> {
+    let f = features
+        .step_features(step.question, step.family, info)
+        .map_err(call_err)?;
+    let mut z = net
+        .step_logits(std::slice::from_ref(&f))
+        .map_err(call_err)?;
+    Ok((f, z.pop().unwrap_or_default()))
+}
+
+/// The route a chosen candidate stands for; `z` is its logit.
+fn route_for(candidate: RouteCandidate, z: f64) -> Route {
+    match candidate {
+        RouteCandidate::Direct(model) => Route::Direct {
+            model,
+            score: sigmoid(z),
+        },
+        RouteCandidate::Decompose => Route::Decompose,
     }
 }
 
@@ -147,7 +170,7 @@ impl Policy for LearnedPolicy {
         family: TaskFamily,
         _pool: &Pool,
     ) -> Result<Route, PolicyError> {
-        let z = self.route_logits(question, family)?;
+        let (_, z) = route_scores(&self.net, &self.features, question, family)?;
         let candidates = self.net.route_candidates();
         if self.query_level {
             // Only the direct options, cheapest first.
@@ -166,17 +189,11 @@ impl Policy for LearnedPolicy {
             });
         }
         let pick = first_clearing(&z, self.threshold);
-        Ok(match candidates[pick] {
-            RouteCandidate::Direct(model) => Route::Direct {
-                model,
-                score: sigmoid(z[pick]),
-            },
-            RouteCandidate::Decompose => Route::Decompose,
-        })
+        Ok(route_for(candidates[pick], z[pick]))
     }
 
     async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
-        let z = self.step_logits(&step)?;
+        let (_, z) = step_scores(&self.net, &self.features, &step, &step_info(&step))?;
         let model = first_clearing(&z, self.threshold);
         Ok(Allocation::plain(model, sigmoid(z[model])))
     }
@@ -234,38 +251,14 @@ impl Policy for SamplingPolicy {
         family: TaskFamily,
         _pool: &Pool,
     ) -> Result<Route, PolicyError> {
-        let f = self
-            .features
-            .route_features(question, family)
-            .map_err(call_err)?;
-        let z = self
-            .net
-            .route_logits(std::slice::from_ref(&f))
-            .map_err(call_err)?
-            .pop()
-            .unwrap_or_default();
+        let (f, z) = route_scores(&self.net, &self.features, question, family)?;
         let chosen = self.record(true, f, &z, self.draw(question, u64::MAX));
-        Ok(match self.net.route_candidates()[chosen] {
-            RouteCandidate::Direct(model) => Route::Direct {
-                model,
-                score: sigmoid(z[chosen]),
-            },
-            RouteCandidate::Decompose => Route::Decompose,
-        })
+        Ok(route_for(self.net.route_candidates()[chosen], z[chosen]))
     }
 
     async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
         let info = step_info(&step);
-        let f = self
-            .features
-            .step_features(step.question, step.family, &info)
-            .map_err(call_err)?;
-        let z = self
-            .net
-            .step_logits(std::slice::from_ref(&f))
-            .map_err(call_err)?
-            .pop()
-            .unwrap_or_default();
+        let (f, z) = step_scores(&self.net, &self.features, &step, &info)?;
         let chosen = self.record(false, f, &z, self.draw(step.question, info.position as u64));
         Ok(Allocation::plain(chosen, sigmoid(z[chosen])))
     }

@@ -77,7 +77,11 @@ fn backend(me: usize) -> Arc<dyn Backend> {
 }
 
 fn pool() -> Pool {
-    let cfg = PoolConfig::embedded();
+    pool_from(PoolConfig::embedded())
+}
+
+/// Scripted backends for `cfg`'s models, model `i` of the pool behaving as `backend(i)`.
+fn pool_from(cfg: PoolConfig) -> Pool {
     let map: HashMap<String, Arc<dyn Backend>> = cfg
         .models
         .iter()
@@ -372,13 +376,7 @@ async fn the_shipped_router_belongs_to_the_embedded_pool() {
 
     let mut cfg = PoolConfig::embedded();
     cfg.models.pop();
-    let map: HashMap<String, Arc<dyn Backend>> = cfg
-        .models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id.clone(), backend(i)))
-        .collect();
-    let smaller = Pool::new(cfg, map).unwrap();
+    let smaller = pool_from(cfg);
     let err = env
         .load_router(r2_router::SHIPPED_NAME, &smaller)
         .err()

@@ -128,6 +128,16 @@ fn parse_args() -> Result<Option<Opts>, Fail> {
     Ok(bench.then_some(opts))
 }
 
+/// A 2-worker tokio runtime whose threads are named `name`.
+fn runtime(name: &str) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio: {e}"))
+}
+
 fn main() {
     match parse_args() {
         Ok(Some(opts)) => {
@@ -623,12 +633,7 @@ fn run(opts: Opts) -> Result<(), Fail> {
     );
 
     // The upstream on its own runtime, so client work does not share its workers.
-    let upstream_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("upstream")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio: {e}"))?;
+    let upstream_rt = runtime("upstream")?;
     let listener = upstream_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("cannot bind the upstream on loopback: {e}"))?;
@@ -668,12 +673,7 @@ fn run(opts: Opts) -> Result<(), Fail> {
         traces.display()
     );
 
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("client")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("tokio: {e}"))?;
+    let client_rt = runtime("client")?;
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(300))
