@@ -73,6 +73,10 @@ pub struct BenchSpeedArgs {
     /// Measured repetitions per test, after one discarded warm-up; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub reps: u32,
+    /// Also run N generation requests at once on a model that decodes N calls in one batch
+    /// (as a pool entry with `max_concurrency = N` does) and report their combined rate.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub parallel: u32,
     /// Print exactly one JSON object with medians and every sample.
     #[arg(long)]
     pub json: bool,

@@ -12,6 +12,12 @@
 //!   `n - 1` decodes; the rate counts those `n - 1` (slightly pessimistic: it still pays
 //!   `n` samplings).
 //!
+//! - with `--parallel N` (N > 1), **tg×N**: N copies of the tg request submitted at once to
+//!   a model that decodes up to N calls in one batch; rate = all decoded tokens / wall time
+//!   of the whole group (their prompts included, so slightly pessimistic). pp and tg then run
+//!   on that same batching backend, one request at a time, so tg×N / tg is the gain from
+//!   batching measured side by side.
+//!
 //! One warm-up repetition runs first and is discarded (as llama-bench does); the report is
 //! the median of the `--reps` measured ones.
 
@@ -43,6 +49,8 @@ struct ModelSpeed {
     /// Wall-clock time of the whole pp / tg request (render, tokenize, decode, sample).
     pp_wall: Vec<f64>,
     tg_wall: Vec<f64>,
+    /// Combined generation rate of `--parallel` simultaneous tg requests (empty when 1).
+    tg_parallel: Vec<f64>,
 }
 
 pub async fn run(config_path: Option<&Path>, args: BenchSpeedArgs) -> Result<()> {
@@ -54,6 +62,9 @@ pub async fn run(config_path: Option<&Path>, args: BenchSpeedArgs) -> Result<()>
     }
     if args.reps == 0 {
         return Err(input_error("--reps must be at least 1"));
+    }
+    if args.parallel == 0 || args.parallel > 64 {
+        return Err(input_error("--parallel must be between 1 and 64"));
     }
     let config = load_config(config_path, None)?;
     let threads = if args.threads == 0 {
@@ -95,6 +106,7 @@ pub async fn run(config_path: Option<&Path>, args: BenchSpeedArgs) -> Result<()>
                     threads,
                     // Every request evaluates its whole prompt, as llama-bench's pp does.
                     reuse_prefix: false,
+                    parallel: args.parallel,
                 },
             )
             .map_err(backend_error)?;
@@ -127,6 +139,8 @@ pub async fn run(config_path: Option<&Path>, args: BenchSpeedArgs) -> Result<()>
                     "tg_tps_samples": r.tg,
                     "pp_request_ms": median(&r.pp_wall),
                     "tg_request_ms": median(&r.tg_wall),
+                    "tg_parallel_tps": (args.parallel > 1).then(|| median(&r.tg_parallel)),
+                    "tg_parallel_tps_samples": r.tg_parallel,
                 })
             })
             .collect();
@@ -135,18 +149,24 @@ pub async fn run(config_path: Option<&Path>, args: BenchSpeedArgs) -> Result<()>
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "reps": args.reps,
+            "parallel": args.parallel,
             "models": models,
         });
         serde_json::to_writer(&mut out, &doc)?;
         writeln!(out)?;
     } else {
-        writeln!(
+        let parallel = format!("tg×{} t/s", args.parallel);
+        write!(
             out,
             "{:<20} {:>8} {:>10} {:>8} {:>10}",
             "model", "pp toks", "pp t/s", "tg toks", "tg t/s"
         )?;
+        if args.parallel > 1 {
+            write!(out, " {parallel:>12} {:>7}", "gain")?;
+        }
+        writeln!(out)?;
         for r in &results {
-            writeln!(
+            write!(
                 out,
                 "{:<20} {:>8} {:>10.2} {:>8} {:>10.2}",
                 r.id,
@@ -155,6 +175,11 @@ pub async fn run(config_path: Option<&Path>, args: BenchSpeedArgs) -> Result<()>
                 r.gen_tokens,
                 median(&r.tg)
             )?;
+            if args.parallel > 1 {
+                let (group, single) = (median(&r.tg_parallel), median(&r.tg));
+                write!(out, " {group:>12.2} {:>6.2}×", group / single)?;
+            }
+            writeln!(out)?;
         }
         writeln!(
             out,
@@ -199,6 +224,7 @@ fn measure(backend: &LlamaCppBackend, args: &BenchSpeedArgs) -> Result<ModelSpee
         tg: Vec::new(),
         pp_wall: Vec::new(),
         tg_wall: Vec::new(),
+        tg_parallel: Vec::new(),
     };
     for rep in 0..=args.reps {
         let (pp_stats, pp_wall) = timed(backend, &pp_request)?;
@@ -211,8 +237,14 @@ fn measure(backend: &LlamaCppBackend, args: &BenchSpeedArgs) -> Result<ModelSpee
                 args.gen_tokens
             );
         }
+        let group = (backend.parallel() > 1)
+            .then(|| timed_group(backend, &tg_request, args.gen_tokens))
+            .transpose()?;
         if rep == 0 {
             continue; // warm-up
+        }
+        if let Some(group_rate) = group {
+            speed.tg_parallel.push(group_rate);
         }
         speed
             .pp
@@ -233,6 +265,40 @@ fn timed(backend: &LlamaCppBackend, request: &GenRequest) -> Result<(GenStats, D
         .generate_blocking(request)
         .with_context(|| format!("{}: benchmark request failed", backend.id()))?;
     Ok((stats, start.elapsed()))
+}
+
+/// `backend.parallel()` copies of `request` at once; their combined decode rate (tokens
+/// after each one's first, over the group's wall time).
+fn timed_group(backend: &LlamaCppBackend, request: &GenRequest, gen_tokens: u32) -> Result<f64> {
+    let n = backend.parallel();
+    let start = std::time::Instant::now();
+    let stats: Vec<Result<(GenStats, Duration)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| scope.spawn(|| timed(backend, request)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark thread panicked")))
+            })
+            .collect()
+    });
+    let wall = start.elapsed();
+    let mut decoded = 0;
+    for s in stats {
+        let (stats, _) = s?;
+        if stats.generated != gen_tokens {
+            anyhow::bail!(
+                "{}: generated {} tokens instead of {}",
+                backend.id(),
+                stats.generated,
+                gen_tokens
+            );
+        }
+        decoded += stats.generated.saturating_sub(1);
+    }
+    Ok(rate(decoded, wall))
 }
 
 fn rate(tokens: u32, time: Duration) -> f64 {

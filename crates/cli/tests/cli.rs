@@ -411,3 +411,108 @@ fn bench_runs_a_real_model_on_real_items_and_resumes() {
         2
     );
 }
+
+/// The batching engine (a model with `parallel > 1`) on the real SmolLM2: calls decoded
+/// together answer like calls decoded alone, more calls than sequences queue, a call that
+/// cannot fit fails alone, and an abandoned call frees its sequence.
+#[test]
+fn batched_decoding_answers_like_decoding_alone() {
+    use r2_llama::{LlamaCppBackend, LlamaOptions};
+    use r2_pool::{Backend, BackendError, ChatMessage, GenRequest};
+
+    let path = smol_path();
+    let options = |parallel| LlamaOptions {
+        n_ctx: 1024,
+        threads: 1,
+        reuse_prefix: false,
+        parallel,
+    };
+    let alone = LlamaCppBackend::load("smollm2-135m", &path, options(1)).unwrap();
+    let batched = LlamaCppBackend::load("smollm2-135m", &path, options(2)).unwrap();
+    let questions = [
+        "What is 17 times 23?",
+        "Name the capital of France.",
+        "Write a haiku about rain.",
+        "List three colours.",
+        "What is the boiling point of water?",
+    ];
+    let requests: Vec<GenRequest> = questions
+        .iter()
+        .map(|q| GenRequest::new(vec![ChatMessage::user(*q)], 48))
+        .collect();
+    let expected: Vec<_> = requests
+        .iter()
+        .map(|r| alone.generate_blocking(r).unwrap().0)
+        .collect();
+    // Five calls on two sequences: three wait for a free sequence.
+    let got: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|r| {
+                let b = &batched;
+                s.spawn(move || b.generate_blocking(r).unwrap().0)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Batched kernels may change the last bits of the logits, so a long greedy answer may
+    // drift; answers mixed up between sequences would differ from the first token.
+    let close = |q: &str, want: &r2_pool::GenResponse, got: &r2_pool::GenResponse| {
+        assert!(
+            got.output_tokens > 0 && !got.text.is_empty(),
+            "{q}: empty answer"
+        );
+        assert_eq!(got.input_tokens, want.input_tokens, "{q}");
+        let common = want
+            .text
+            .chars()
+            .zip(got.text.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        assert!(
+            common >= 12.min(want.text.chars().count()),
+            "{q}: alone {:?}, batched {:?}",
+            want.text,
+            got.text
+        );
+        let (a, b) = (
+            want.token_logprobs.as_ref().unwrap()[0],
+            got.token_logprobs.as_ref().unwrap()[0],
+        );
+        assert!((a - b).abs() < 0.05, "{q}: first-token logprob {a} vs {b}");
+    };
+    for ((q, want), got) in questions.iter().zip(&expected).zip(&got) {
+        close(q, want, got);
+    }
+
+    // A prompt longer than a sequence's context fails on its own; the engine keeps serving.
+    let long = GenRequest::new(vec![ChatMessage::user("word ".repeat(2000))], 8);
+    match batched.generate_blocking(&long) {
+        Err(BackendError::ContextOverflow { limit, .. }) => assert_eq!(limit, 1024),
+        other => panic!(
+            "expected a context overflow, got {:?}",
+            other.map(|r| r.0.text)
+        ),
+    }
+    // Abandoned calls (their futures dropped) do not stop the engine serving the next ones.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut endless = GenRequest::new(vec![ChatMessage::user("Count to a million.")], 1000);
+        endless.ignore_eos = true;
+        for _ in 0..2 {
+            let call = batched.generate(&endless);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(300), call)
+                    .await
+                    .is_err(),
+                "a 1000-token call cannot finish in 300 ms"
+            );
+        }
+        let after = batched.generate(&requests[1]).await.unwrap();
+        close(questions[1], &expected[1], &after);
+    });
+}

@@ -13,6 +13,7 @@ fn main() {
             n_ctx: 4096,
             threads: 2,
             reuse_prefix: false,
+            parallel: 1,
         },
     )
     .unwrap();

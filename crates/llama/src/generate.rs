@@ -1,5 +1,9 @@
 //! The token loop: prompt evaluation (reusing the cached prefix), sampling, log-probabilities,
 //! stop strings, repetition cut-off, and the `max_tokens` bound.
+//!
+//! [`Decoding`] is one sequence's state between decode calls. The single-call path
+//! ([`run`]) and the batched engine (`crate::batch`) drive the same `Decoding`, so both stop,
+//! sample and account tokens identically.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,10 +32,160 @@ pub struct GenStats {
 /// How often the (cheap, but not free) repetition check runs, in tokens.
 const REPETITION_CHECK_EVERY: u32 = 8;
 
-// `u32::is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
-#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)]
+/// Evaluate `tokens[keep..]` into sequence `seq` (positions `keep..`), in chunks of the
+/// context's batch size, requesting logits for the last prompt token only. Returns the
+/// batch index of those logits. `on_chunk` sees each evaluated chunk (for prefix bookkeeping).
+pub fn eval_prompt(
+    ctx: &mut LlamaContext<'static>,
+    batch: &mut LlamaBatch,
+    tokens: &[LlamaToken],
+    keep: usize,
+    seq: i32,
+    mut on_chunk: impl FnMut(&[LlamaToken]),
+) -> Result<i32, String> {
+    let n_batch = ctx.n_batch().max(1) as usize;
+    let rest = &tokens[keep..];
+    for (chunk_index, chunk) in rest.chunks(n_batch).enumerate() {
+        batch.clear();
+        let base = keep + chunk_index * n_batch;
+        for (i, &t) in chunk.iter().enumerate() {
+            let last = base + i == tokens.len() - 1;
+            batch
+                .add(t, (base + i) as i32, &[seq], last)
+                .map_err(|e| e.to_string())?;
+        }
+        ctx.decode(batch)
+            .map_err(|e| format!("prompt evaluation failed: {e}"))?;
+        on_chunk(chunk);
+    }
+    Ok(batch.n_tokens() - 1)
+}
+
+/// What a sequence needs after a sampling step.
+pub enum Step {
+    /// Feed this token back (at the next position) and sample again.
+    Feed(LlamaToken),
+    /// The sequence is finished.
+    Done,
+}
+
+/// One sequence's generation state: sampler, output text, log-probabilities, stop checks.
+pub struct Decoding {
+    stop: Vec<String>,
+    ignore_eos: bool,
+    model: &'static LlamaModel,
+    sampler: Option<LlamaSampler>,
+    out: Utf8Stream,
+    piece: Vec<u8>,
+    logprobs: Vec<f32>,
+    finish: FinishReason,
+    generated: u32,
+    budget: u32,
+    input_tokens: u32,
+    started: Instant,
+}
+
+impl Decoding {
+    /// `prompt_tokens` is the full prompt length; the budget is `max_tokens` bounded by
+    /// what is left of the sequence's `n_ctx`.
+    pub fn new(
+        model: &'static LlamaModel,
+        request: &GenRequest,
+        prompt_tokens: usize,
+        n_ctx: u32,
+    ) -> Self {
+        // Greedy decoding takes the argmax that the log-probability pass finds anyway (the
+        // same choice as llama.cpp's greedy sampler, which would copy the vocabulary once more).
+        let sampler = match request.sampling {
+            Sampling::Greedy => None,
+            Sampling::Temperature { temperature, seed } => Some(LlamaSampler::chain_simple([
+                LlamaSampler::temp(temperature.max(1e-3)),
+                // llama.cpp seeds with 32 bits; fold the high half in so distinct u64 seeds differ.
+                LlamaSampler::dist((seed ^ (seed >> 32)) as u32),
+            ])),
+        };
+        let budget = request
+            .max_tokens
+            .min(n_ctx.saturating_sub(prompt_tokens as u32));
+        Self {
+            stop: request.stop.clone(),
+            ignore_eos: request.ignore_eos,
+            model,
+            sampler,
+            out: Utf8Stream::default(),
+            piece: Vec::with_capacity(64),
+            logprobs: Vec::with_capacity(budget as usize),
+            finish: FinishReason::Length,
+            generated: 0,
+            budget,
+            input_tokens: prompt_tokens as u32,
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether the budget allows no token at all (a prompt that fills the context).
+    pub fn exhausted(&self) -> bool {
+        self.generated >= self.budget
+    }
+
+    /// Sample from the logits at batch index `logits_index`, append the token, check every
+    /// stop condition.
+    // `u32::is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
+    pub fn step(&mut self, ctx: &LlamaContext<'static>, logits_index: i32) -> Step {
+        let logits = ctx.get_logits_ith(logits_index);
+        let summary = LogitSummary::of(logits);
+        let token = match self.sampler.as_mut() {
+            Some(sampler) => sampler.sample(ctx, logits_index),
+            None => LlamaToken(summary.argmax as i32),
+        };
+        self.logprobs
+            .push(summary.logprob(logits, token.0 as usize));
+        self.generated += 1;
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) && !self.ignore_eos {
+            self.finish = FinishReason::Stop;
+            return Step::Done;
+        }
+        let before = self.out.text.len();
+        self.piece.clear();
+        vocab.token_to_piece_into(token, &mut self.piece, false, None);
+        self.out.push(&self.piece);
+        if let Some(cut) = find_stop(&self.out.text, &self.stop, before) {
+            self.out.text.truncate(cut);
+            self.finish = FinishReason::StopString;
+            return Step::Done;
+        }
+        if !self.ignore_eos && self.generated % REPETITION_CHECK_EVERY == 0 {
+            if let Some(keep) = looping_tail(&self.out.text) {
+                self.out.text.truncate(keep);
+                self.finish = FinishReason::Repetition;
+                return Step::Done;
+            }
+        }
+        if self.generated >= self.budget {
+            return Step::Done;
+        }
+        Step::Feed(token)
+    }
+
+    /// The response and the generation part of the statistics (time since `new`).
+    pub fn finish(self) -> (GenResponse, u32, Duration) {
+        let response = GenResponse {
+            text: self.out.finish(),
+            input_tokens: self.input_tokens,
+            output_tokens: self.generated,
+            token_logprobs: Some(self.logprobs),
+            finish: self.finish,
+        };
+        (response, self.generated, self.started.elapsed())
+    }
+}
+
+/// One call on a context of its own (sequence 0).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
-    model: &LlamaModel,
+    model: &'static LlamaModel,
     ctx: &mut LlamaContext<'static>,
     cached: &mut Vec<LlamaToken>,
     tokens: &[LlamaToken],
@@ -67,81 +221,21 @@ pub fn run(
 
     let n_batch = ctx.n_batch().max(1) as usize;
     let mut batch = LlamaBatch::new(n_batch, 1);
-    let rest = &tokens[keep..];
-    for (chunk_index, chunk) in rest.chunks(n_batch).enumerate() {
-        batch.clear();
-        let base = keep + chunk_index * n_batch;
-        for (i, &t) in chunk.iter().enumerate() {
-            let last = base + i == tokens.len() - 1;
-            batch
-                .add(t, (base + i) as i32, &[0], last)
-                .map_err(|e| e.to_string())?;
-        }
-        ctx.decode(&mut batch)
-            .map_err(|e| format!("prompt evaluation failed: {e}"))?;
-        cached.extend_from_slice(chunk);
-    }
-    stats.prompt_evaluated = rest.len() as u32;
+    let mut logits_index = eval_prompt(ctx, &mut batch, tokens, keep, 0, |chunk| {
+        cached.extend_from_slice(chunk)
+    })?;
+    stats.prompt_evaluated = (tokens.len() - keep) as u32;
     stats.prompt_time = started.elapsed();
 
-    // Greedy decoding takes the argmax that the log-probability pass finds anyway (the same
-    // choice as llama.cpp's greedy sampler, which would copy the vocabulary once more).
-    let mut sampler = match request.sampling {
-        Sampling::Greedy => None,
-        Sampling::Temperature { temperature, seed } => Some(LlamaSampler::chain_simple([
-            LlamaSampler::temp(temperature.max(1e-3)),
-            // llama.cpp seeds with 32 bits; fold the high half in so distinct u64 seeds differ.
-            LlamaSampler::dist((seed ^ (seed >> 32)) as u32),
-        ])),
-    };
-
-    let vocab = model.vocab();
-    let budget = request
-        .max_tokens
-        .min(n_ctx.saturating_sub(tokens.len() as u32));
-    let mut out = Utf8Stream::default();
-    let mut piece = Vec::with_capacity(64);
-    let mut logprobs = Vec::with_capacity(budget as usize);
-    let mut finish = FinishReason::Length;
-    let mut logits_index = batch.n_tokens() - 1;
+    let mut decoding = Decoding::new(model, request, tokens.len(), n_ctx);
     let mut pos = tokens.len() as i32;
-    let gen_start = Instant::now();
-    let mut generated = 0u32;
-    while generated < budget {
+    while !decoding.exhausted() {
         if cancel.load(Ordering::Relaxed) {
             return Err("cancelled".into());
         }
-        let logits = ctx.get_logits_ith(logits_index);
-        let summary = LogitSummary::of(logits);
-        let token = match sampler.as_mut() {
-            Some(sampler) => sampler.sample(ctx, logits_index),
-            None => LlamaToken(summary.argmax as i32),
+        let Step::Feed(token) = decoding.step(ctx, logits_index) else {
+            break;
         };
-        logprobs.push(summary.logprob(logits, token.0 as usize));
-        generated += 1;
-        if vocab.is_eog(token) && !request.ignore_eos {
-            finish = FinishReason::Stop;
-            break;
-        }
-        let before = out.text.len();
-        piece.clear();
-        vocab.token_to_piece_into(token, &mut piece, false, None);
-        out.push(&piece);
-        if let Some(cut) = find_stop(&out.text, &request.stop, before) {
-            out.text.truncate(cut);
-            finish = FinishReason::StopString;
-            break;
-        }
-        if !request.ignore_eos && generated % REPETITION_CHECK_EVERY == 0 {
-            if let Some(keep) = looping_tail(&out.text) {
-                out.text.truncate(keep);
-                finish = FinishReason::Repetition;
-                break;
-            }
-        }
-        if generated == budget {
-            break;
-        }
         batch.clear();
         batch
             .add(token, pos, &[0], true)
@@ -152,15 +246,8 @@ pub fn run(
         pos += 1;
         logits_index = 0;
     }
+    let (response, generated, generation_time) = decoding.finish();
     stats.generated = generated;
-    stats.generation_time = gen_start.elapsed();
-
-    let response = GenResponse {
-        text: out.finish(),
-        input_tokens: tokens.len() as u32,
-        output_tokens: generated,
-        token_logprobs: Some(logprobs),
-        finish,
-    };
+    stats.generation_time = generation_time;
     Ok((response, stats))
 }

@@ -1,10 +1,13 @@
 //! The `llama_cpp` backend: a GGUF file run in-process through llama.cpp.
 //!
-//! Each file is loaded once per process and shared by every backend that names it. A model
-//! keeps a small pool of inference contexts so calls reuse their KV-cache allocation (and the
-//! longest common prompt prefix); one context serves one call at a time, and the pool's
-//! `max_concurrency` bounds how many calls reach a model at once.
+//! Each file is loaded once per process and shared by every backend that names it. With
+//! `parallel = 1`, a model keeps a small pool of inference contexts so calls reuse their
+//! KV-cache allocation (and the longest common prompt prefix); one context serves one call at
+//! a time. With `parallel > 1`, calls go to a batching engine (`batch`) that decodes up to
+//! `parallel` of them together in one context. The pool's `max_concurrency` bounds how many
+//! calls reach a model at once and is what the runtime passes as `parallel`.
 
+mod batch;
 mod generate;
 mod logits;
 mod text;
@@ -92,6 +95,9 @@ pub struct LlamaOptions {
     /// different batch shape, which changes floating-point results slightly: greedy
     /// outputs stop being bit-reproducible. Off by default.
     pub reuse_prefix: bool,
+    /// Calls decoded together in one batch (each with its own `n_ctx`); 1 = one context per
+    /// call, no batching. Batching raises throughput when several calls are in flight.
+    pub parallel: u32,
 }
 
 /// Cheap to clone: clones share the model and its contexts.
@@ -105,6 +111,8 @@ struct Inner {
     model: &'static LoadedModel,
     options: LlamaOptions,
     idle: Mutex<Vec<Ctx>>,
+    /// Set when `options.parallel > 1`.
+    engine: Option<batch::Engine>,
 }
 
 impl LlamaCppBackend {
@@ -114,23 +122,40 @@ impl LlamaCppBackend {
             model: id.to_string(),
             reason,
         })?;
+        let engine = match options.parallel {
+            0 | 1 => None,
+            slots => Some(
+                batch::Engine::start(
+                    id,
+                    &model.model,
+                    slots,
+                    options.n_ctx,
+                    resolve_threads(options.threads),
+                )
+                .map_err(|reason| BackendError::Load {
+                    model: id.to_string(),
+                    reason,
+                })?,
+            ),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 id: id.to_string(),
                 model,
                 options,
                 idle: Mutex::new(Vec::new()),
+                engine,
             }),
         })
     }
 
     pub fn threads(&self) -> i32 {
-        match self.inner.options.threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get() as i32)
-                .unwrap_or(1),
-            n => n as i32,
-        }
+        resolve_threads(self.inner.options.threads)
+    }
+
+    /// Calls decoded together (1 = no batching).
+    pub fn parallel(&self) -> u32 {
+        self.inner.options.parallel.max(1)
     }
 
     pub fn id(&self) -> &str {
@@ -222,15 +247,11 @@ impl LlamaCppBackend {
         &self,
         request: &GenRequest,
     ) -> Result<(GenResponse, GenStats), BackendError> {
-        self.generate_cancellable(request, &AtomicBool::new(false))
+        self.generate_cancellable(request, &Arc::new(AtomicBool::new(false)))
     }
 
-    /// Blocking generation that stops (with an error) soon after `cancel` is set.
-    pub fn generate_cancellable(
-        &self,
-        request: &GenRequest,
-        cancel: &AtomicBool,
-    ) -> Result<(GenResponse, GenStats), BackendError> {
+    /// The prompt's tokens, or a context-overflow error.
+    fn prompt_tokens(&self, request: &GenRequest) -> Result<Vec<LlamaToken>, BackendError> {
         let prompt = self.render_prompt(&request.messages)?;
         let tokens = self.tokenize(&prompt);
         let n_ctx = self.inner.options.n_ctx;
@@ -241,6 +262,52 @@ impl LlamaCppBackend {
                 limit: n_ctx,
             });
         }
+        Ok(tokens)
+    }
+
+    /// Queue a call on the batching engine; the receiver yields its answer.
+    fn submit(
+        &self,
+        engine: &batch::Engine,
+        request: &GenRequest,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<tokio::sync::oneshot::Receiver<batch::Reply>, BackendError> {
+        let tokens = self.prompt_tokens(request)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        engine
+            .submit(batch::Job {
+                tokens,
+                request: request.clone(),
+                cancel,
+                reply,
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(answer)
+    }
+
+    fn engine_answer(
+        &self,
+        answer: Result<batch::Reply, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<(GenResponse, GenStats), BackendError> {
+        match answer {
+            Ok(reply) => reply.map_err(|e| self.err(e)),
+            Err(_) => Err(self.err("the batch thread stopped before answering".into())),
+        }
+    }
+
+    /// Blocking generation that stops (with an error) soon after `cancel` is set. Must not
+    /// be called from an async task (it blocks).
+    pub fn generate_cancellable(
+        &self,
+        request: &GenRequest,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<(GenResponse, GenStats), BackendError> {
+        if let Some(engine) = &self.inner.engine {
+            let answer = self.submit(engine, request, cancel.clone())?;
+            return self.engine_answer(answer.blocking_recv());
+        }
+        let tokens = self.prompt_tokens(request)?;
+        let n_ctx = self.inner.options.n_ctx;
         let mut ctx = self.take_context()?;
         let result = generate::run(
             &self.inner.model.model,
@@ -266,19 +333,32 @@ impl LlamaCppBackend {
 #[async_trait]
 impl Backend for LlamaCppBackend {
     async fn generate(&self, request: &GenRequest) -> Result<GenResponse, BackendError> {
-        // llama.cpp blocks a thread for the whole call; keep it off the async workers.
-        let this = self.clone();
-        let request = request.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         // If this future is dropped (client gone, timeout), tell the worker to stop early
         // so the model is freed for the next caller.
         let _guard = CancelOnDrop(cancel.clone());
+        if let Some(engine) = &self.inner.engine {
+            let answer = self.submit(engine, request, cancel.clone())?;
+            return self.engine_answer(answer.await).map(|(r, _)| r);
+        }
+        // llama.cpp blocks a thread for the whole call; keep it off the async workers.
+        let this = self.clone();
+        let request = request.clone();
         let handle = tokio::task::spawn_blocking(move || {
             this.generate_cancellable(&request, &cancel).map(|(r, _)| r)
         });
         handle
             .await
             .map_err(|e| self.err(format!("worker thread failed: {e}")))?
+    }
+}
+
+fn resolve_threads(threads: u32) -> i32 {
+    match threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(1),
+        n => n as i32,
     }
 }
 

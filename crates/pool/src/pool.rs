@@ -121,12 +121,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn calls_to_one_model_respect_max_concurrency() {
-        let cfg = PoolConfig::embedded(); // max_concurrency = 1 for every model
+        let mut cfg = PoolConfig::embedded();
+        cfg.models[0].max_concurrency = 2;
         let backend = ScriptedBackend::with_delay(Duration::from_millis(20), |_| Ok("ok".into()));
         let pool = Arc::new(Pool::uniform(cfg, backend.clone()));
         let req = GenRequest::new(vec![ChatMessage::user("hi")], 8);
         let mut handles = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..6 {
             let (pool, req) = (pool.clone(), req.clone());
             handles.push(tokio::spawn(async move {
                 pool.call(0, &req, None).await.unwrap()
@@ -135,7 +136,7 @@ mod tests {
         for h in handles {
             h.await.unwrap();
         }
-        assert_eq!(backend.max_in_flight(), 1);
+        assert_eq!(backend.max_in_flight(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -63,6 +63,8 @@ impl LazyLlama {
                         n_ctx: spec.context_length,
                         threads: options.threads,
                         reuse_prefix: false,
+                        // Calls the pool lets through at once are decoded in one batch.
+                        parallel: spec.max_concurrency,
                     };
                     LlamaCppBackend::load(&spec.id, &path, opts)
                 })
