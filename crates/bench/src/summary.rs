@@ -49,6 +49,122 @@ pub struct Summary {
     pub cache_misses: u64,
     /// (line, reason) of dataset records that could not be read.
     pub malformed: Vec<(usize, String)>,
+    /// The post-hoc oracle over the policies run (`None` with fewer than two policies or no
+    /// item every policy answered).
+    pub best_of: Option<BestOf>,
+}
+
+/// A bound, not a policy: for each item that every policy answered (none errored), the
+/// cheapest policy that was right, else the cheapest attempt. Picked separately under each
+/// price profile (accuracy does not depend on the profile). It shows what a router choosing
+/// among exactly these policies could reach if it knew the answers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BestOf {
+    pub policies: Vec<String>,
+    /// Items every policy answered.
+    pub items: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+    pub ci95: [f64; 2],
+    pub cost_per_item: BTreeMap<String, f64>,
+    /// The baseline's accuracy and cost change on the same items (when it was run).
+    pub baseline_accuracy: Option<f64>,
+    pub cost_change_vs_baseline: BTreeMap<String, Option<f64>>,
+    /// How often each policy was picked under the headline profile.
+    pub picks: BTreeMap<String, usize>,
+}
+
+/// The post-hoc oracle over `results` (policy name → its items); see [`BestOf`].
+pub fn best_of(
+    results: &BTreeMap<String, Vec<ItemResult>>,
+    pool: &PoolConfig,
+    baseline: &str,
+) -> Option<BestOf> {
+    if results.len() < 2 {
+        return None;
+    }
+    let profiles: Vec<String> = pool
+        .models
+        .first()
+        .map(|m| m.prices.keys().cloned().collect())
+        .unwrap_or_default();
+    // id → one graded result per policy, in policy-name order.
+    let mut by_item: BTreeMap<&str, Vec<(&str, &ItemResult)>> = BTreeMap::new();
+    for (policy, items) in results {
+        for r in items.iter().filter(|r| r.error.is_none()) {
+            by_item.entry(&r.id).or_default().push((policy, r));
+        }
+    }
+    let complete: Vec<&Vec<(&str, &ItemResult)>> = by_item
+        .values()
+        .filter(|v| {
+            v.len() == results.len() && {
+                let mut names: Vec<&str> = v.iter().map(|(p, _)| *p).collect();
+                names.dedup();
+                names.len() == results.len()
+            }
+        })
+        .collect();
+    if complete.is_empty() {
+        return None;
+    }
+    let n = complete.len();
+    let correct = complete
+        .iter()
+        .filter(|v| v.iter().any(|(_, r)| r.correct))
+        .count();
+    let mut cost_per_item = BTreeMap::new();
+    let mut base_cost = BTreeMap::new();
+    let mut picks = BTreeMap::new();
+    for profile in &profiles {
+        let mut total = 0.0;
+        let mut base_total = 0.0;
+        for routes in &complete {
+            let cost = |r: &ItemResult| cost_of(&r.usage, pool, profile);
+            let right = routes.iter().any(|(_, r)| r.correct);
+            let (policy, pick) = routes
+                .iter()
+                .filter(|(_, r)| r.correct || !right)
+                .min_by(|a, b| cost(a.1).total_cmp(&cost(b.1)))
+                .copied()
+                .expect("every complete item has a route per policy");
+            total += cost(pick);
+            if let Some((_, b)) = routes.iter().find(|(p, _)| *p == baseline) {
+                base_total += cost(b);
+            }
+            if *profile == pool.price_profile {
+                *picks.entry(policy.to_string()).or_insert(0) += 1;
+            }
+        }
+        cost_per_item.insert(profile.clone(), total / n as f64);
+        base_cost.insert(profile.clone(), base_total / n as f64);
+    }
+    let has_baseline = results.contains_key(baseline);
+    let baseline_accuracy = has_baseline.then(|| {
+        complete
+            .iter()
+            .filter(|v| v.iter().any(|(p, r)| *p == baseline && r.correct))
+            .count() as f64
+            / n as f64
+    });
+    let cost_change_vs_baseline = cost_per_item
+        .iter()
+        .map(|(p, c)| {
+            let b = base_cost.get(p).copied().unwrap_or(0.0);
+            (p.clone(), (has_baseline && b > 0.0).then(|| c / b - 1.0))
+        })
+        .collect();
+    Some(BestOf {
+        policies: results.keys().cloned().collect(),
+        items: n,
+        correct,
+        accuracy: correct as f64 / n as f64,
+        ci95: wilson95(correct, n),
+        cost_per_item,
+        baseline_accuracy,
+        cost_change_vs_baseline,
+        picks,
+    })
 }
 
 /// Wilson score interval for `k` successes in `n` trials at 95%.
@@ -244,6 +360,38 @@ pub fn markdown(summary: &Summary) -> String {
         s.push_str(&row);
     }
     let _ = writeln!(s, "\nCost reduction is relative to `{}` on the same items. Calls served from the call cache: {} of {}.", summary.baseline, summary.cache_hits, summary.cache_hits + summary.cache_misses);
+    if let Some(b) = &summary.best_of {
+        let _ = write!(
+            s,
+            "\n**Post-hoc oracle** (a bound, not a policy): on the {} items every policy answered, \
+             the cheapest policy that was right, else the cheapest attempt: accuracy {} ({}–{})",
+            b.items,
+            pct(b.accuracy),
+            pct(b.ci95[0]),
+            pct(b.ci95[1])
+        );
+        if let Some(a) = b.baseline_accuracy {
+            let _ = write!(s, " against {} for `{}`", pct(a), summary.baseline);
+        }
+        let costs: Vec<String> = b
+            .cost_per_item
+            .iter()
+            .map(
+                |(p, c)| match b.cost_change_vs_baseline.get(p).copied().flatten() {
+                    Some(x) => format!("${c:.7} `{p}` ({:+.1}%)", x * 100.0),
+                    None => format!("${c:.7} `{p}`"),
+                },
+            )
+            .collect();
+        let picks: Vec<String> = b.picks.iter().map(|(p, k)| format!("`{p}` {k}")).collect();
+        let _ = writeln!(
+            s,
+            "; cost/item {}. Picks under `{}`: {}.",
+            costs.join(", "),
+            summary.price_profile,
+            picks.join(", ")
+        );
+    }
     if !summary.malformed.is_empty() {
         let _ = writeln!(
             s,
@@ -280,6 +428,71 @@ mod tests {
         let [lo, hi] = wilson95(0, 10);
         assert!(lo == 0.0 && (hi - 0.2775).abs() < 1e-4, "{hi}");
         assert_eq!(wilson95(0, 0), [0.0, 0.0]);
+    }
+
+    /// One graded item: `tokens` output tokens on `model`, right or wrong, or errored.
+    fn result(
+        id: &str,
+        policy: &str,
+        model: &str,
+        tokens: u64,
+        outcome: Option<bool>,
+    ) -> ItemResult {
+        let usage = ModelUsage {
+            calls: 1,
+            input_tokens: 0,
+            output_tokens: tokens,
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": id, "policy": policy, "gold": {"number": "1"}, "answer": "", "prediction": "",
+            "correct": outcome == Some(true), "grade_method": "numeric", "grade_detail": "",
+            "cost_usd": 0.0, "usage": {model: usage}, "latency_ms": 1.0,
+            "decomposition_failed": false, "warnings": [], "steps": [], "judge": null,
+            "error": if outcome.is_none() { serde_json::json!("boom") } else { serde_json::Value::Null },
+        }))
+        .expect("an ItemResult")
+    }
+
+    #[test]
+    fn best_of_picks_the_cheapest_right_policy_per_item() {
+        let pool = PoolConfig::embedded();
+        let (small, large) = (pool.models[1].id.clone(), pool.models[2].id.clone());
+        let (cheap, base) = ("direct:small".to_string(), "direct:large".to_string());
+        let mut results = BTreeMap::new();
+        // q1: both right → the small model; q2: only large right → large; q3: both wrong →
+        // the cheaper attempt (small); q4: errored under one policy → left out.
+        results.insert(
+            cheap.clone(),
+            vec![
+                result("q1", &cheap, &small, 100, Some(true)),
+                result("q2", &cheap, &small, 100, Some(false)),
+                result("q3", &cheap, &small, 100, Some(false)),
+                result("q4", &cheap, &small, 100, None),
+            ],
+        );
+        results.insert(
+            base.clone(),
+            vec![
+                result("q1", &base, &large, 100, Some(true)),
+                result("q2", &base, &large, 100, Some(true)),
+                result("q3", &base, &large, 100, Some(false)),
+                result("q4", &base, &large, 100, Some(true)),
+            ],
+        );
+        let b = best_of(&results, &pool, &base).expect("two policies, three complete items");
+        assert_eq!((b.items, b.correct), (3, 2));
+        assert_eq!(b.baseline_accuracy, Some(2.0 / 3.0));
+        let profile = &pool.price_profile;
+        assert_eq!(b.picks.get(&cheap), Some(&2), "{:?}", b.picks);
+        assert_eq!(b.picks.get(&base), Some(&1), "{:?}", b.picks);
+        let price = |i: usize| pool.models[i].prices[profile].output * 100.0 / 1e6;
+        let want = (2.0 * price(1) + price(2)) / 3.0;
+        assert!((b.cost_per_item[profile] - want).abs() < 1e-12);
+        let change = b.cost_change_vs_baseline[profile].expect("baseline ran");
+        assert!((change - (want / price(2) - 1.0)).abs() < 1e-9, "{change}");
+        // One policy alone is no oracle.
+        results.remove(&cheap);
+        assert!(best_of(&results, &pool, &base).is_none());
     }
 
     #[test]

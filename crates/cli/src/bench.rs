@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use r2_bench::plot;
 use r2_bench::run::{items_path, read_results, run_policy};
-use r2_bench::summary::{compare_to_baseline, markdown, summarise, Summary};
+use r2_bench::summary::{best_of, compare_to_baseline, markdown, summarise, Summary};
 use r2_router::parse_policy;
 
 use crate::args::BenchArgs;
@@ -90,6 +90,7 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
         .collect();
     compare_to_baseline(&mut summaries, &baseline);
     let (cache_hits, cache_misses) = session.cache_stats();
+    let best_of = best_of(&results, &pool.config, &baseline);
     let summary = Summary {
         dataset: dataset_label.clone(),
         baseline,
@@ -98,6 +99,7 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
         cache_hits,
         cache_misses,
         malformed: selection.malformed.clone(),
+        best_of,
     };
     std::fs::write(
         args.out.join("summary.json"),
