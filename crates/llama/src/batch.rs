@@ -4,10 +4,12 @@
 //! memory for a handful of multiply-adds; decoding one token for each of several sequences
 //! in the same `llama_decode` streams the weights once. A model whose pool entry allows
 //! `max_concurrency > 1` therefore gets an [`Engine`]: calls are queued to a thread that
-//! owns one context with `slots` sequences (each with the model's full context length),
-//! admits a call into a free sequence as soon as one is free (evaluating its prompt), and
-//! then advances every active sequence by one token per decode. Each sequence is sampled,
-//! stopped and accounted by the same [`Decoding`] as the single-call path.
+//! owns one context with `slots` sequences (each with the model's full context length) and
+//! admits a call into a sequence as soon as one is free. Each `llama_decode` then carries one
+//! token for every generating sequence plus up to [`PREFILL_PER_STEP`] prompt tokens of the
+//! sequences still reading their prompt, so a new call's prompt is evaluated while the others
+//! keep generating. Each sequence is sampled, stopped and accounted by the same [`Decoding`]
+//! as the single-call path.
 //!
 //! Greedy outputs can differ in the last bits from a call decoded alone (a batch of several
 //! tokens takes a different matrix-multiplication kernel than one token), exactly as they can
@@ -27,8 +29,12 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use r2_pool::{GenRequest, GenResponse};
 
-use crate::generate::{eval_prompt, Decoding, GenStats, Step};
+use crate::generate::{Decoding, GenStats, Step};
 use crate::{backend, CONTEXT_CREATION};
+
+/// Prompt tokens evaluated per decode, across sequences (llama.cpp's default micro-batch):
+/// bounds how long a long prompt holds up the generating sequences.
+pub const PREFILL_PER_STEP: usize = 512;
 
 pub type Reply = Result<(GenResponse, GenStats), String>;
 
@@ -84,20 +90,61 @@ struct Setup {
     threads: i32,
 }
 
-/// A call being decoded in one sequence.
+/// A call in a sequence: first reading its prompt, then generating.
 struct Active {
     reply: tokio::sync::oneshot::Sender<Reply>,
     cancel: Arc<AtomicBool>,
-    decoding: Decoding,
-    /// The token to feed at `pos` in the next decode.
-    next: LlamaToken,
+    prompt: Vec<LlamaToken>,
+    phase: Phase,
+    /// The position of the next token fed to this sequence.
     pos: i32,
+    started: Instant,
     stats: GenStats,
 }
 
+enum Phase {
+    /// Prompt tokens `..pos` are in the KV cache.
+    Prefill { request: GenRequest },
+    /// `next` is fed at `pos` in the next decode.
+    Generate {
+        decoding: Decoding,
+        next: LlamaToken,
+    },
+}
+
+/// What a sequence contributed to the current batch.
+enum Entry {
+    /// Its generated token, with logits at this batch index.
+    Token(i32),
+    /// The end of its prompt, with logits at this batch index.
+    PromptDone(i32),
+    /// Its prompt up to this position (no logits).
+    PromptPart(usize),
+}
+
 impl Active {
+    fn new(job: Job) -> Self {
+        Self {
+            reply: job.reply,
+            cancel: job.cancel,
+            prompt: job.tokens,
+            phase: Phase::Prefill {
+                request: job.request,
+            },
+            pos: 0,
+            started: Instant::now(),
+            stats: GenStats::default(),
+        }
+    }
+
     fn answer(self) {
-        let (response, generated, generation_time) = self.decoding.finish();
+        let Phase::Generate { decoding, .. } = self.phase else {
+            let _ = self
+                .reply
+                .send(Err("answered before its prompt was read".into()));
+            return;
+        };
+        let (response, generated, generation_time) = decoding.finish();
         let stats = GenStats {
             generated,
             generation_time,
@@ -164,7 +211,7 @@ impl Setup {
             if ctx.is_none() && !waiting.is_empty() {
                 match self.context() {
                     Ok(c) => {
-                        let capacity = c.n_batch().max(self.slots) as usize;
+                        let capacity = PREFILL_PER_STEP + self.slots as usize;
                         ctx = Some((c, LlamaBatch::new(capacity, 1)));
                     }
                     Err(e) => {
@@ -183,37 +230,76 @@ impl Setup {
             // Admit queued calls into free sequences.
             for (seq, slot) in slots.iter_mut().enumerate() {
                 if slot.is_none() {
-                    match waiting.pop_front() {
-                        Some(job) => *slot = self.admit(context, batch, seq as i32, job),
-                        None => break,
+                    let Some(job) = waiting.pop_front() else {
+                        break;
+                    };
+                    if context
+                        .clear_kv_cache_seq(Some(seq as u32), None, None)
+                        .is_err()
+                    {
+                        let _ = job
+                            .reply
+                            .send(Err("cannot clear a sequence's KV cache".into()));
+                        continue;
                     }
+                    *slot = Some(Active::new(job));
                 }
             }
 
-            // One decode advances every active sequence by one token.
+            // One decode: a token for every generating sequence, then prompt tokens.
             batch.clear();
-            let mut order = Vec::with_capacity(slots.len());
-            for (seq, slot) in slots.iter_mut().enumerate() {
-                let Some(active) = slot.take() else { continue };
-                if active.cancel.load(Ordering::Relaxed) {
-                    active.fail("cancelled".into());
-                    let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-                    continue;
+            let mut entries: Vec<(usize, Entry)> = Vec::with_capacity(slots.len());
+            let mut prefill_left = PREFILL_PER_STEP;
+            for generating in [true, false] {
+                for (seq, slot) in slots.iter_mut().enumerate() {
+                    let Some(active) = slot.take() else { continue };
+                    if active.cancel.load(Ordering::Relaxed) {
+                        active.fail("cancelled".into());
+                        let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        continue;
+                    }
+                    let added = match (&active.phase, generating) {
+                        (Phase::Generate { next, .. }, true) => batch
+                            .add(*next, active.pos, &[seq as i32], true)
+                            .map(|_| Some(Entry::Token(batch.n_tokens() - 1))),
+                        (Phase::Prefill { .. }, false) if prefill_left > 0 => {
+                            let from = active.pos as usize;
+                            let to = (from + prefill_left).min(active.prompt.len());
+                            prefill_left -= to - from;
+                            let last = to == active.prompt.len();
+                            (from..to)
+                                .try_for_each(|i| {
+                                    let logits = last && i + 1 == to;
+                                    batch.add(active.prompt[i], i as i32, &[seq as i32], logits)
+                                })
+                                .map(|_| {
+                                    Some(if last {
+                                        Entry::PromptDone(batch.n_tokens() - 1)
+                                    } else {
+                                        Entry::PromptPart(to)
+                                    })
+                                })
+                        }
+                        _ => Ok(None),
+                    };
+                    match added {
+                        Ok(Some(entry)) => entries.push((seq, entry)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            active.fail(e.to_string());
+                            let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                            continue;
+                        }
+                    }
+                    *slot = Some(active);
                 }
-                if let Err(e) = batch.add(active.next, active.pos, &[seq as i32], true) {
-                    active.fail(e.to_string());
-                    let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-                    continue;
-                }
-                order.push(seq);
-                *slot = Some(active);
             }
-            if order.is_empty() {
+            if entries.is_empty() {
                 continue;
             }
             if let Err(e) = context.decode(batch) {
                 // The KV cache may be half written: fail every sequence in it and start clean.
-                let reason = format!("generation failed: {e}");
+                let reason = format!("decoding failed: {e}");
                 for slot in slots.iter_mut() {
                     if let Some(active) = slot.take() {
                         active.fail(reason.clone());
@@ -222,14 +308,48 @@ impl Setup {
                 context.clear_kv_cache();
                 continue;
             }
-            for (index, &seq) in order.iter().enumerate() {
+            for (seq, entry) in entries {
                 let Some(mut active) = slots[seq].take() else {
                     continue;
                 };
-                active.pos += 1;
-                match active.decoding.step(context, index as i32) {
+                let index = match entry {
+                    Entry::PromptPart(to) => {
+                        active.pos = to as i32;
+                        slots[seq] = Some(active);
+                        continue;
+                    }
+                    Entry::Token(index) => {
+                        active.pos += 1;
+                        index
+                    }
+                    Entry::PromptDone(index) => {
+                        active.pos = active.prompt.len() as i32;
+                        active.stats.prompt_evaluated = active.prompt.len() as u32;
+                        active.stats.prompt_time = active.started.elapsed();
+                        if let Phase::Prefill { request } = &active.phase {
+                            let decoding =
+                                Decoding::new(self.model, request, active.prompt.len(), self.n_ctx);
+                            active.phase = Phase::Generate {
+                                decoding,
+                                next: LlamaToken(0),
+                            };
+                        }
+                        index
+                    }
+                };
+                let Phase::Generate { decoding, next } = &mut active.phase else {
+                    active.fail("internal error: a sequence sampled before its prompt".into());
+                    let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                    continue;
+                };
+                let step = if decoding.exhausted() {
+                    Step::Done
+                } else {
+                    decoding.step(context, index)
+                };
+                match step {
                     Step::Feed(token) => {
-                        active.next = token;
+                        *next = token;
                         slots[seq] = Some(active);
                     }
                     Step::Done => {
@@ -239,62 +359,5 @@ impl Setup {
                 }
             }
         }
-    }
-
-    /// Evaluate a call's prompt into sequence `seq` and sample its first token. Returns the
-    /// active sequence, or `None` when the call is already answered (finished or failed).
-    fn admit(
-        &self,
-        ctx: &mut LlamaContext<'static>,
-        batch: &mut LlamaBatch,
-        seq: i32,
-        job: Job,
-    ) -> Option<Active> {
-        let started = Instant::now();
-        let Job {
-            tokens,
-            request,
-            cancel,
-            reply,
-        } = job;
-        let cleared = ctx.clear_kv_cache_seq(Some(seq as u32), None, None).is_ok();
-        let evaluated = if cleared {
-            eval_prompt(ctx, batch, &tokens, 0, seq, |_| {})
-        } else {
-            Err("cannot clear the sequence's KV cache".into())
-        };
-        let logits_index = match evaluated {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                let _ = reply.send(Err(e));
-                return None;
-            }
-        };
-        let mut active = Active {
-            reply,
-            cancel,
-            decoding: Decoding::new(self.model, &request, tokens.len(), self.n_ctx),
-            next: LlamaToken(0),
-            pos: tokens.len() as i32,
-            stats: GenStats {
-                prompt_evaluated: tokens.len() as u32,
-                prompt_time: started.elapsed(),
-                ..GenStats::default()
-            },
-        };
-        if active.decoding.exhausted() {
-            active.answer();
-        } else {
-            match active.decoding.step(ctx, logits_index) {
-                Step::Feed(token) => {
-                    active.next = token;
-                    return Some(active);
-                }
-                Step::Done => active.answer(),
-            }
-        }
-        let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-        None
     }
 }
