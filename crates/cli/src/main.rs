@@ -33,7 +33,45 @@ pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(InputError(msg.into()))
 }
 
+/// libgomp's spin count at barriers when the user has not chosen one.
+const GOMP_SPINCOUNT: &str = "1000";
+
+/// llama.cpp runs each call's threads as an OpenMP team, and libgomp lets a thread that
+/// reaches a barrier spin 300,000 times before it sleeps. When two teams share the cores —
+/// two models decoding at once in this process (a routed question, `bench`, `serve`), or
+/// another busy process — the spinning threads take the CPU from the ones doing the work and
+/// generation slows down by an order of magnitude. With 1,000 spins, tokens/s under such
+/// contention rose ~8× and fell ~7% on an otherwise idle machine (docs/BENCHMARKS.md §1).
+/// libgomp reads its settings once, when it is loaded, before `main`; so unless the user set
+/// `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY`, the binary re-executes itself once with the
+/// setting in its environment. If that fails it carries on with libgomp's defaults.
+#[cfg(unix)]
+fn tune_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GOMP_SPINCOUNT").is_some() || std::env::var_os("OMP_WAIT_POLICY").is_some()
+    {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // `exec` returns only when it failed.
+    let _ = command
+        .args(args)
+        .env("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
+        .exec();
+}
+
+#[cfg(not(unix))]
+fn tune_openmp() {}
+
 fn main() -> ExitCode {
+    tune_openmp();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("R2REASONER_LOG")
