@@ -248,6 +248,33 @@ pub(crate) fn remove_marker(marker: &Path) -> io::Result<()> {
     }
 }
 
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let size = self
+            .size
+            .map(|s| format!(", {:.1} MB", s as f64 / 1e6))
+            .unwrap_or_default();
+        match &self.outcome {
+            VerifyOutcome::Verified => {
+                write!(f, "ok (sha256 matches{size}) {}", self.path.display())
+            }
+            VerifyOutcome::Unpinned => {
+                write!(f, "ok (no pinned sha256{size}) {}", self.path.display())
+            }
+            VerifyOutcome::Missing => write!(f, "missing: {}", self.path.display()),
+            VerifyOutcome::Mismatch { expected } => write!(
+                f,
+                "CORRUPT: sha256 {} does not match the pinned {expected}{size} {}",
+                self.sha256.as_deref().unwrap_or("?"),
+                self.path.display()
+            ),
+            VerifyOutcome::NotGguf => {
+                write!(f, "CORRUPT: not a GGUF file{size} {}", self.path.display())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,32 +326,5 @@ mod tests {
 
         fs::write(&mp, b"{not json").unwrap();
         assert!(Marker::read(&mp).is_none());
-    }
-}
-
-impl std::fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let size = self
-            .size
-            .map(|s| format!(", {:.1} MB", s as f64 / 1e6))
-            .unwrap_or_default();
-        match &self.outcome {
-            VerifyOutcome::Verified => {
-                write!(f, "ok (sha256 matches{size}) {}", self.path.display())
-            }
-            VerifyOutcome::Unpinned => {
-                write!(f, "ok (no pinned sha256{size}) {}", self.path.display())
-            }
-            VerifyOutcome::Missing => write!(f, "missing: {}", self.path.display()),
-            VerifyOutcome::Mismatch { expected } => write!(
-                f,
-                "CORRUPT: sha256 {} does not match the pinned {expected}{size} {}",
-                self.sha256.as_deref().unwrap_or("?"),
-                self.path.display()
-            ),
-            VerifyOutcome::NotGguf => {
-                write!(f, "CORRUPT: not a GGUF file{size} {}", self.path.display())
-            }
-        }
     }
 }
