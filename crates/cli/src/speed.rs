@@ -229,14 +229,7 @@ fn measure(backend: &LlamaCppBackend, args: &BenchSpeedArgs) -> Result<ModelSpee
     for rep in 0..=args.reps {
         let (pp_stats, pp_wall) = timed(backend, &pp_request)?;
         let (tg_stats, tg_wall) = timed(backend, &tg_request)?;
-        if tg_stats.generated != args.gen_tokens {
-            anyhow::bail!(
-                "{}: generated {} tokens instead of {}",
-                backend.id(),
-                tg_stats.generated,
-                args.gen_tokens
-            );
-        }
+        check_generated(backend, &tg_stats, args.gen_tokens)?;
         let group = (backend.parallel() > 1)
             .then(|| timed_group(backend, &tg_request, args.gen_tokens))
             .transpose()?;
@@ -267,6 +260,19 @@ fn timed(backend: &LlamaCppBackend, request: &GenRequest) -> Result<(GenStats, D
     Ok((stats, start.elapsed()))
 }
 
+/// A tg request must generate exactly the requested tokens (it ignores end-of-generation).
+fn check_generated(backend: &LlamaCppBackend, stats: &GenStats, gen_tokens: u32) -> Result<()> {
+    if stats.generated != gen_tokens {
+        anyhow::bail!(
+            "{}: generated {} tokens instead of {}",
+            backend.id(),
+            stats.generated,
+            gen_tokens
+        );
+    }
+    Ok(())
+}
+
 /// `backend.parallel()` copies of `request` at once; their combined decode rate (tokens
 /// after each one's first, over the group's wall time).
 fn timed_group(backend: &LlamaCppBackend, request: &GenRequest, gen_tokens: u32) -> Result<f64> {
@@ -288,14 +294,7 @@ fn timed_group(backend: &LlamaCppBackend, request: &GenRequest, gen_tokens: u32)
     let mut decoded = 0;
     for s in stats {
         let (stats, _) = s?;
-        if stats.generated != gen_tokens {
-            anyhow::bail!(
-                "{}: generated {} tokens instead of {}",
-                backend.id(),
-                stats.generated,
-                gen_tokens
-            );
-        }
+        check_generated(backend, &stats, gen_tokens)?;
         decoded += stats.generated.saturating_sub(1);
     }
     Ok(rate(decoded, wall))

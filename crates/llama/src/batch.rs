@@ -16,13 +16,11 @@
 //! between llama.cpp builds; the call cache keeps whichever was computed first.
 
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -30,7 +28,7 @@ use llama_cpp_2::token::LlamaToken;
 use r2_pool::{GenRequest, GenResponse};
 
 use crate::generate::{Decoding, GenStats, Step};
-use crate::{backend, CONTEXT_CREATION};
+use crate::new_context;
 
 /// Prompt tokens evaluated per decode, across sequences (llama.cpp's default micro-batch):
 /// bounds how long a long prompt holds up the generating sequences.
@@ -144,9 +142,9 @@ impl Active {
                 .send(Err("answered before its prompt was read".into()));
             return;
         };
-        let (response, generated, generation_time) = decoding.finish();
+        let (response, generation_time) = decoding.finish();
         let stats = GenStats {
-            generated,
+            generated: response.output_tokens,
             generation_time,
             ..self.stats
         };
@@ -159,23 +157,6 @@ impl Active {
 }
 
 impl Setup {
-    fn context(&self) -> Result<LlamaContext<'static>, String> {
-        let n_ctx = self.n_ctx.saturating_mul(self.slots);
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(n_ctx.min(2048))
-            .with_n_seq_max(self.slots)
-            .with_n_threads(self.threads)
-            .with_n_threads_batch(self.threads);
-        let backend = backend()?;
-        let _guard = CONTEXT_CREATION
-            .lock()
-            .map_err(|_| "context lock poisoned".to_string())?;
-        self.model
-            .new_context(backend, params)
-            .map_err(|e| format!("cannot create a {}-sequence context: {e}", self.slots))
-    }
-
     fn serve(self, rx: Receiver<Job>) {
         let mut ctx: Option<(LlamaContext<'static>, LlamaBatch)> = None;
         let mut slots: Vec<Option<Active>> = (0..self.slots).map(|_| None).collect();
@@ -209,7 +190,7 @@ impl Setup {
             }
 
             if ctx.is_none() && !waiting.is_empty() {
-                match self.context() {
+                match new_context(self.model, self.n_ctx, self.slots, self.threads) {
                     Ok(c) => {
                         let capacity = PREFILL_PER_STEP + self.slots as usize;
                         ctx = Some((c, LlamaBatch::new(capacity, 1)));

@@ -32,35 +32,6 @@ pub struct GenStats {
 /// How often the (cheap, but not free) repetition check runs, in tokens.
 const REPETITION_CHECK_EVERY: u32 = 8;
 
-/// Evaluate `tokens[keep..]` into sequence `seq` (positions `keep..`), in chunks of the
-/// context's batch size, requesting logits for the last prompt token only. Returns the
-/// batch index of those logits. `on_chunk` sees each evaluated chunk (for prefix bookkeeping).
-pub fn eval_prompt(
-    ctx: &mut LlamaContext<'static>,
-    batch: &mut LlamaBatch,
-    tokens: &[LlamaToken],
-    keep: usize,
-    seq: i32,
-    mut on_chunk: impl FnMut(&[LlamaToken]),
-) -> Result<i32, String> {
-    let n_batch = ctx.n_batch().max(1) as usize;
-    let rest = &tokens[keep..];
-    for (chunk_index, chunk) in rest.chunks(n_batch).enumerate() {
-        batch.clear();
-        let base = keep + chunk_index * n_batch;
-        for (i, &t) in chunk.iter().enumerate() {
-            let last = base + i == tokens.len() - 1;
-            batch
-                .add(t, (base + i) as i32, &[seq], last)
-                .map_err(|e| e.to_string())?;
-        }
-        ctx.decode(batch)
-            .map_err(|e| format!("prompt evaluation failed: {e}"))?;
-        on_chunk(chunk);
-    }
-    Ok(batch.n_tokens() - 1)
-}
-
 /// What a sequence needs after a sampling step.
 pub enum Step {
     /// Feed this token back (at the next position) and sample again.
@@ -169,8 +140,8 @@ impl Decoding {
         Step::Feed(token)
     }
 
-    /// The response and the generation part of the statistics (time since `new`).
-    pub fn finish(self) -> (GenResponse, u32, Duration) {
+    /// The response and the time spent generating (since `new`).
+    pub fn finish(self) -> (GenResponse, Duration) {
         let response = GenResponse {
             text: self.out.finish(),
             input_tokens: self.input_tokens,
@@ -178,7 +149,7 @@ impl Decoding {
             token_logprobs: Some(self.logprobs),
             finish: self.finish,
         };
-        (response, self.generated, self.started.elapsed())
+        (response, self.started.elapsed())
     }
 }
 
@@ -221,10 +192,22 @@ pub fn run(
 
     let n_batch = ctx.n_batch().max(1) as usize;
     let mut batch = LlamaBatch::new(n_batch, 1);
-    let mut logits_index = eval_prompt(ctx, &mut batch, tokens, keep, 0, |chunk| {
-        cached.extend_from_slice(chunk)
-    })?;
-    stats.prompt_evaluated = (tokens.len() - keep) as u32;
+    let rest = &tokens[keep..];
+    for (chunk_index, chunk) in rest.chunks(n_batch).enumerate() {
+        batch.clear();
+        let base = keep + chunk_index * n_batch;
+        for (i, &t) in chunk.iter().enumerate() {
+            let last = base + i == tokens.len() - 1;
+            batch
+                .add(t, (base + i) as i32, &[0], last)
+                .map_err(|e| e.to_string())?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| format!("prompt evaluation failed: {e}"))?;
+        cached.extend_from_slice(chunk);
+    }
+    let mut logits_index = batch.n_tokens() - 1;
+    stats.prompt_evaluated = rest.len() as u32;
     stats.prompt_time = started.elapsed();
 
     let mut decoding = Decoding::new(model, request, tokens.len(), n_ctx);
@@ -246,8 +229,8 @@ pub fn run(
         pos += 1;
         logits_index = 0;
     }
-    let (response, generated, generation_time) = decoding.finish();
-    stats.generated = generated;
+    let (response, generation_time) = decoding.finish();
+    stats.generated = response.output_tokens;
     stats.generation_time = generation_time;
     Ok((response, stats))
 }

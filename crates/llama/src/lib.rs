@@ -45,6 +45,30 @@ fn backend() -> Result<&'static LlamaBackend, String> {
 /// model), so context creation is serialised process-wide. It happens rarely: contexts are reused.
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 
+/// A context of `seqs` sequences of `n_ctx` tokens each, evaluating with `threads` threads.
+fn new_context(
+    model: &'static LlamaModel,
+    n_ctx: u32,
+    seqs: u32,
+    threads: i32,
+) -> Result<LlamaContext<'static>, String> {
+    let total = n_ctx.saturating_mul(seqs);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(total))
+        .with_n_batch(total.min(2048))
+        .with_n_seq_max(seqs)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let backend = backend()?;
+    let _guard = CONTEXT_CREATION
+        .lock()
+        .map_err(|_| "context lock poisoned".to_string())?;
+    model.new_context(backend, params).map_err(|e| match seqs {
+        1 => format!("cannot create context: {e}"),
+        n => format!("cannot create a {n}-sequence context: {e}"),
+    })
+}
+
 /// A loaded GGUF file. Leaked on purpose: models live for the whole process, which lets
 /// contexts borrow them for `'static`.
 struct LoadedModel {
@@ -214,22 +238,13 @@ impl LlamaCppBackend {
         {
             return Ok(c);
         }
-        let threads = self.threads();
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(self.inner.options.n_ctx))
-            .with_n_batch(self.inner.options.n_ctx.min(2048))
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let backend = backend().map_err(|e| self.err(e))?;
-        let _guard = CONTEXT_CREATION
-            .lock()
-            .map_err(|_| self.err("context lock poisoned".into()))?;
-        let ctx = self
-            .inner
-            .model
-            .model
-            .new_context(backend, params)
-            .map_err(|e| self.err(format!("cannot create context: {e}")))?;
+        let ctx = new_context(
+            &self.inner.model.model,
+            self.inner.options.n_ctx,
+            1,
+            self.threads(),
+        )
+        .map_err(|e| self.err(e))?;
         Ok(Ctx {
             ctx,
             cached: Vec::new(),
