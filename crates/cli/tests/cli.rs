@@ -412,6 +412,34 @@ fn bench_runs_a_real_model_on_real_items_and_resumes() {
     );
 }
 
+/// Batched kernels may change the last bits of the logits, so a long greedy answer may
+/// drift from the answer decoded alone; answers mixed up between sequences, or read from a
+/// stale KV cache, differ from the first tokens.
+fn close(q: &str, want: &r2_pool::GenResponse, got: &r2_pool::GenResponse) {
+    assert!(
+        got.output_tokens > 0 && !got.text.is_empty(),
+        "{q}: empty answer"
+    );
+    assert_eq!(got.input_tokens, want.input_tokens, "{q}");
+    let common = want
+        .text
+        .chars()
+        .zip(got.text.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common >= 12.min(want.text.chars().count()),
+        "{q}: alone {:?}, batched {:?}",
+        want.text,
+        got.text
+    );
+    let (a, b) = (
+        want.token_logprobs.as_ref().unwrap()[0],
+        got.token_logprobs.as_ref().unwrap()[0],
+    );
+    assert!((a - b).abs() < 0.05, "{q}: first-token logprob {a} vs {b}");
+}
+
 /// The batching engine (a model with `parallel > 1`) on the real SmolLM2: calls decoded
 /// together answer like calls decoded alone, more calls than sequences queue, a call that
 /// cannot fit fails alone, and an abandoned call frees its sequence.
@@ -455,32 +483,6 @@ fn batched_decoding_answers_like_decoding_alone() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    // Batched kernels may change the last bits of the logits, so a long greedy answer may
-    // drift; answers mixed up between sequences would differ from the first token.
-    let close = |q: &str, want: &r2_pool::GenResponse, got: &r2_pool::GenResponse| {
-        assert!(
-            got.output_tokens > 0 && !got.text.is_empty(),
-            "{q}: empty answer"
-        );
-        assert_eq!(got.input_tokens, want.input_tokens, "{q}");
-        let common = want
-            .text
-            .chars()
-            .zip(got.text.chars())
-            .take_while(|(a, b)| a == b)
-            .count();
-        assert!(
-            common >= 12.min(want.text.chars().count()),
-            "{q}: alone {:?}, batched {:?}",
-            want.text,
-            got.text
-        );
-        let (a, b) = (
-            want.token_logprobs.as_ref().unwrap()[0],
-            got.token_logprobs.as_ref().unwrap()[0],
-        );
-        assert!((a - b).abs() < 0.05, "{q}: first-token logprob {a} vs {b}");
-    };
     for ((q, want), got) in questions.iter().zip(&expected).zip(&got) {
         close(q, want, got);
     }
@@ -515,4 +517,89 @@ fn batched_decoding_answers_like_decoding_alone() {
         let after = batched.generate(&requests[1]).await.unwrap();
         close(questions[1], &expected[1], &after);
     });
+}
+
+/// Prefix reuse on the batching engine, real SmolLM2: the steps of one question share the
+/// system prompt and the question, so a later step evaluates little more than its own line.
+/// The engine keeps exactly the tokens its sequence's KV cache holds: call after call, it
+/// answers bit for bit like the one-context path with prefix reuse (same batch shapes), and
+/// its first-token distribution matches a call decoded alone. (Greedy text can differ from
+/// the call decoded alone at a near tie: the reused prefix was evaluated in another batch.)
+#[test]
+fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
+    use r2_llama::{LlamaCppBackend, LlamaOptions};
+    use r2_pool::{ChatMessage, GenRequest};
+
+    let path = smol_path();
+    let options = |parallel, reuse_prefix| LlamaOptions {
+        n_ctx: 1024,
+        threads: 1,
+        reuse_prefix,
+        parallel,
+    };
+    let alone = LlamaCppBackend::load("smollm2-135m", &path, options(1, false)).unwrap();
+    let single = LlamaCppBackend::load("smollm2-135m", &path, options(1, true)).unwrap();
+    let engine = LlamaCppBackend::load("smollm2-135m", &path, options(2, true)).unwrap();
+    let system = "You are working on one step of a larger problem. Do only this step. \
+                  Reason briefly, then finish with a last line of the form RESULT: <result>.";
+    let problem = "Problem: A baker makes 12 trays of 24 rolls each morning and sells all but \
+                   17 of them. In the evening she bakes 5 more trays of 24. How many rolls \
+                   does she have for sale in the evening?";
+    let step = |n: &str| {
+        GenRequest::new(
+            vec![
+                ChatMessage::system(system),
+                ChatMessage::user(format!("{problem}\n\nThis step: {n}")),
+            ],
+            24,
+        )
+    };
+    let other = GenRequest::new(vec![ChatMessage::user("List three colours.")], 24);
+    let calls = [
+        ("unrelated", other.clone()),
+        (
+            "step 1",
+            step("Find how many rolls she bakes in the morning."),
+        ),
+        (
+            "step 2",
+            step("Find how many rolls are left from the morning."),
+        ),
+        (
+            "step 3",
+            step("Find how many rolls she bakes in the evening."),
+        ),
+        (
+            "step 3 again",
+            step("Find how many rolls she bakes in the evening."),
+        ),
+        ("unrelated again", other),
+    ];
+    for (i, (name, req)) in calls.iter().enumerate() {
+        let (got, stats) = engine.generate_blocking(req).unwrap();
+        let (reference, _) = single.generate_blocking(req).unwrap();
+        assert_eq!(got.text, reference.text, "{name}");
+        assert_eq!(got.token_logprobs, reference.token_logprobs, "{name}");
+        let (want, _) = alone.generate_blocking(req).unwrap();
+        assert!(!got.text.is_empty(), "{name}: empty answer");
+        assert_eq!(got.input_tokens, want.input_tokens, "{name}");
+        let (a, b) = (
+            want.token_logprobs.as_ref().unwrap()[0],
+            got.token_logprobs.as_ref().unwrap()[0],
+        );
+        assert!(
+            (a - b).abs() < 0.05,
+            "{name}: first-token logprob {a} vs {b}"
+        );
+        let (evaluated, total) = (stats.prompt_evaluated, got.input_tokens);
+        let shown = format!("{name}: {evaluated} of {total} prompt tokens evaluated");
+        match i {
+            // Nothing shared yet beyond the chat template's first tokens.
+            0 | 1 | 5 => assert!(evaluated as f64 > 0.8 * total as f64, "{shown}"),
+            // Only the step line (and the template's closing tokens) is new.
+            2 | 3 => assert!(evaluated > 0 && evaluated * 4 < total, "{shown}"),
+            // All but the last token, which is read again for fresh logits.
+            _ => assert_eq!(evaluated, 1, "{shown}"),
+        }
+    }
 }

@@ -150,6 +150,7 @@ fn remote_specs(base: &str, pins: &FilePins, id: &str) -> Result<[ModelSpec; 3],
             parameters: 0,
             context_length: 0,
             max_concurrency: 1,
+            reuse_prefix: false,
             prices: BTreeMap::new(),
             remote: None,
         })

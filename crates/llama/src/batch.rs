@@ -11,6 +11,11 @@
 //! keep generating. Each sequence is sampled, stopped and accounted by the same [`Decoding`]
 //! as the single-call path.
 //!
+//! With `reuse_prefix`, a finished call's tokens stay in its sequence's KV cache; a new call
+//! goes to the free sequence sharing the longest prefix with its prompt and evaluates only the
+//! rest. Steps of one question share their system prompt and the question, so most of their
+//! prompt is read once.
+//!
 //! Greedy outputs can differ in the last bits from a call decoded alone (a batch of several
 //! tokens takes a different matrix-multiplication kernel than one token), exactly as they can
 //! between llama.cpp builds; the call cache keeps whichever was computed first.
@@ -27,7 +32,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use r2_pool::{GenRequest, GenResponse};
 
-use crate::generate::{Decoding, GenStats, Step};
+use crate::generate::{reusable_prefix, Decoding, GenStats, Step};
 use crate::new_context;
 
 /// Prompt tokens evaluated per decode, across sequences (llama.cpp's default micro-batch):
@@ -51,20 +56,24 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Start the engine thread for `model`: `slots` sequences of `n_ctx` tokens each.
+    /// Start the engine thread for `model`: `slots` sequences of `n_ctx` tokens each;
+    /// `reuse_prefix` keeps finished calls' tokens for the next call's common prefix.
     pub fn start(
         id: &str,
         model: &'static LlamaModel,
         slots: u32,
         n_ctx: u32,
         threads: i32,
+        reuse_prefix: bool,
     ) -> Result<Self, String> {
         let (jobs, rx) = std::sync::mpsc::channel();
         let setup = Setup {
+            id: id.to_string(),
             model,
             slots: slots.max(1),
             n_ctx,
             threads,
+            reuse_prefix,
         };
         std::thread::Builder::new()
             .name(format!("llama-batch-{id}"))
@@ -82,10 +91,12 @@ impl Engine {
 }
 
 struct Setup {
+    id: String,
     model: &'static LlamaModel,
     slots: u32,
     n_ctx: u32,
     threads: i32,
+    reuse_prefix: bool,
 }
 
 /// A call in a sequence: first reading its prompt, then generating.
@@ -96,6 +107,8 @@ struct Active {
     phase: Phase,
     /// The position of the next token fed to this sequence.
     pos: i32,
+    /// Prompt tokens already in the KV cache when the call was admitted.
+    reused: usize,
     started: Instant,
     stats: GenStats,
 }
@@ -121,7 +134,8 @@ enum Entry {
 }
 
 impl Active {
-    fn new(job: Job) -> Self {
+    /// A call whose first `reused` prompt tokens are already in its sequence's KV cache.
+    fn new(job: Job, reused: usize) -> Self {
         Self {
             reply: job.reply,
             cancel: job.cancel,
@@ -129,7 +143,8 @@ impl Active {
             phase: Phase::Prefill {
                 request: job.request,
             },
-            pos: 0,
+            pos: reused as i32,
+            reused,
             started: Instant::now(),
             stats: GenStats::default(),
         }
@@ -160,6 +175,8 @@ impl Setup {
     fn serve(self, rx: Receiver<Job>) {
         let mut ctx: Option<(LlamaContext<'static>, LlamaBatch)> = None;
         let mut slots: Vec<Option<Active>> = (0..self.slots).map(|_| None).collect();
+        // The tokens in each sequence's KV cache, in position order.
+        let mut kept: Vec<Vec<LlamaToken>> = vec![Vec::new(); slots.len()];
         let mut waiting: VecDeque<Job> = VecDeque::new();
         let mut open = true;
         loop {
@@ -208,23 +225,41 @@ impl Setup {
                 continue;
             };
 
-            // Admit queued calls into free sequences.
-            for (seq, slot) in slots.iter_mut().enumerate() {
-                if slot.is_none() {
-                    let Some(job) = waiting.pop_front() else {
-                        break;
-                    };
+            // Admit queued calls into free sequences, each into the one whose KV cache
+            // shares the longest prefix with its prompt.
+            while slots.iter().any(Option::is_none) {
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
+                let Some((seq, mut keep)) = (0..slots.len())
+                    .filter(|&seq| slots[seq].is_none())
+                    .map(|seq| match self.reuse_prefix {
+                        true => (seq, reusable_prefix(&kept[seq], &job.tokens)),
+                        false => (seq, 0),
+                    })
+                    .max_by_key(|&(seq, keep)| (keep, std::cmp::Reverse(seq)))
+                else {
+                    waiting.push_front(job);
+                    break;
+                };
+                if context
+                    .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
+                    .is_err()
+                {
+                    keep = 0;
                     if context
                         .clear_kv_cache_seq(Some(seq as u32), None, None)
                         .is_err()
                     {
+                        kept[seq].clear();
                         let _ = job
                             .reply
                             .send(Err("cannot clear a sequence's KV cache".into()));
                         continue;
                     }
-                    *slot = Some(Active::new(job));
                 }
+                kept[seq].truncate(keep);
+                slots[seq] = Some(Active::new(job, keep));
             }
 
             // One decode: a token for every generating sequence, then prompt tokens.
@@ -237,12 +272,16 @@ impl Setup {
                     if active.cancel.load(Ordering::Relaxed) {
                         active.fail("cancelled".into());
                         let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        kept[seq].clear();
                         continue;
                     }
                     let added = match (&active.phase, generating) {
-                        (Phase::Generate { next, .. }, true) => batch
-                            .add(*next, active.pos, &[seq as i32], true)
-                            .map(|_| Some(Entry::Token(batch.n_tokens() - 1))),
+                        (Phase::Generate { next, .. }, true) => {
+                            batch.add(*next, active.pos, &[seq as i32], true).map(|_| {
+                                kept[seq].push(*next);
+                                Some(Entry::Token(batch.n_tokens() - 1))
+                            })
+                        }
                         (Phase::Prefill { .. }, false) if prefill_left > 0 => {
                             let from = active.pos as usize;
                             let to = (from + prefill_left).min(active.prompt.len());
@@ -254,6 +293,7 @@ impl Setup {
                                     batch.add(active.prompt[i], i as i32, &[seq as i32], logits)
                                 })
                                 .map(|_| {
+                                    kept[seq].extend_from_slice(&active.prompt[from..to]);
                                     Some(if last {
                                         Entry::PromptDone(batch.n_tokens() - 1)
                                     } else {
@@ -269,6 +309,7 @@ impl Setup {
                         Err(e) => {
                             active.fail(e.to_string());
                             let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                            kept[seq].clear();
                             continue;
                         }
                     }
@@ -287,6 +328,7 @@ impl Setup {
                     }
                 }
                 context.clear_kv_cache();
+                kept.iter_mut().for_each(Vec::clear);
                 continue;
             }
             for (seq, entry) in entries {
@@ -305,7 +347,15 @@ impl Setup {
                     }
                     Entry::PromptDone(index) => {
                         active.pos = active.prompt.len() as i32;
-                        active.stats.prompt_evaluated = active.prompt.len() as u32;
+                        active.stats.prompt_evaluated =
+                            (active.prompt.len() - active.reused) as u32;
+                        tracing::debug!(
+                            model = %self.id,
+                            seq,
+                            prompt = active.prompt.len(),
+                            reused = active.reused,
+                            "prompt read"
+                        );
                         active.stats.prompt_time = active.started.elapsed();
                         if let Phase::Prefill { request } = &active.phase {
                             let decoding =
@@ -321,6 +371,7 @@ impl Setup {
                 let Phase::Generate { decoding, next } = &mut active.phase else {
                     active.fail("internal error: a sequence sampled before its prompt".into());
                     let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                    kept[seq].clear();
                     continue;
                 };
                 let step = if decoding.exhausted() {
@@ -335,7 +386,12 @@ impl Setup {
                     }
                     Step::Done => {
                         active.answer();
-                        let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        // Without prefix reuse the next call starts clean anyway (admission
+                        // clears from position 0); clearing now frees the cells early.
+                        if !self.reuse_prefix {
+                            let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+                            kept[seq].clear();
+                        }
                     }
                 }
             }

@@ -153,6 +153,18 @@ impl Decoding {
     }
 }
 
+/// How many leading tokens of `prompt` can stay in a KV cache that holds `cached`: their
+/// longest common prefix, less one when it covers the whole prompt, since the last prompt
+/// token must be evaluated again to give fresh logits to sample from.
+pub(crate) fn reusable_prefix(cached: &[LlamaToken], prompt: &[LlamaToken]) -> usize {
+    let common = cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    common.min(prompt.len().saturating_sub(1))
+}
+
 /// One call on a context of its own (sequence 0).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -168,18 +180,11 @@ pub fn run(
     let mut stats = GenStats::default();
     let started = Instant::now();
 
-    // Reuse the KV cache for the longest common prefix; always evaluate at least one
-    // token so there are fresh logits to sample from.
     let mut keep = if reuse_prefix {
-        cached
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
+        reusable_prefix(cached, tokens)
     } else {
         0
     };
-    keep = keep.min(tokens.len().saturating_sub(1));
     if ctx
         .clear_kv_cache_seq(Some(0), Some(keep as u32), None)
         .is_err()
@@ -233,4 +238,29 @@ pub fn run(
     stats.generated = response.output_tokens;
     stats.generation_time = generation_time;
     Ok((response, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().map(|&t| LlamaToken(t)).collect()
+    }
+
+    #[test]
+    fn the_reusable_prefix_leaves_the_last_prompt_token_to_evaluate() {
+        // Shared prefix shorter than the prompt: all of it stays.
+        assert_eq!(
+            reusable_prefix(&toks(&[1, 2, 3, 9]), &toks(&[1, 2, 3, 4, 5])),
+            3
+        );
+        // The cache holds the whole prompt (and more): the last prompt token is read again.
+        assert_eq!(reusable_prefix(&toks(&[1, 2, 3, 4]), &toks(&[1, 2, 3])), 2);
+        assert_eq!(reusable_prefix(&toks(&[1, 2, 3]), &toks(&[1, 2, 3])), 2);
+        // Nothing in common, an empty cache, an empty prompt.
+        assert_eq!(reusable_prefix(&toks(&[7, 2]), &toks(&[1, 2])), 0);
+        assert_eq!(reusable_prefix(&[], &toks(&[1, 2])), 0);
+        assert_eq!(reusable_prefix(&toks(&[1]), &[]), 0);
+    }
 }

@@ -114,10 +114,11 @@ pub struct LlamaOptions {
     pub n_ctx: u32,
     /// CPU threads per call; 0 = all cores.
     pub threads: u32,
-    /// Reuse the KV cache of the longest common prompt prefix between calls. Faster for
-    /// repeated system prompts, but the last prompt tokens are then evaluated in a
-    /// different batch shape, which changes floating-point results slightly: greedy
-    /// outputs stop being bit-reproducible. Off by default.
+    /// Reuse the KV cache of the longest common prompt prefix between calls (on the batch
+    /// engine: the free sequence sharing the longest prefix). Faster for repeated system
+    /// prompts and for the steps of one question, but the last prompt tokens are then
+    /// evaluated in a different batch shape, which changes floating-point results slightly:
+    /// greedy outputs stop being bit-reproducible.
     pub reuse_prefix: bool,
     /// Calls decoded together in one batch (each with its own `n_ctx`); 1 = one context per
     /// call, no batching. Batching raises throughput when several calls are in flight.
@@ -155,6 +156,7 @@ impl LlamaCppBackend {
                     slots,
                     options.n_ctx,
                     resolve_threads(options.threads),
+                    options.reuse_prefix,
                 )
                 .map_err(|reason| BackendError::Load {
                     model: id.to_string(),

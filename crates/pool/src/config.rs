@@ -55,6 +55,10 @@ pub struct ModelSpec {
     pub parameters: u64,
     pub context_length: u32,
     pub max_concurrency: u32,
+    /// `llama_cpp` only: keep finished calls' tokens in the KV cache and evaluate only the
+    /// part of the next prompt that differs (faster; greedy outputs are no longer
+    /// bit-reproducible). Off unless set.
+    pub reuse_prefix: bool,
     /// Prices by profile name.
     pub prices: BTreeMap<String, Price>,
     /// How to reach an `openai` model; `None` for local ones.
@@ -119,6 +123,7 @@ struct RawModel {
     parameters: u64,
     context_length: u32,
     max_concurrency: Option<u32>,
+    reuse_prefix: Option<bool>,
     prices: BTreeMap<String, Price>,
     // `openai` models only (see `remote.rs`).
     base_url: Option<String>,
@@ -237,6 +242,13 @@ impl PoolConfig {
                     (parts, sha256, None)
                 }
                 BackendKind::OpenAi => {
+                    if m.reuse_prefix.is_some() {
+                        return Err(invalid(
+                            key("reuse_prefix"),
+                            "is only valid with backend = \"llama_cpp\" (the server manages its own cache)"
+                                .into(),
+                        ));
+                    }
                     for (set, k) in [
                         (m.source.is_some(), "source"),
                         (m.sha256.is_some(), "sha256"),
@@ -300,6 +312,7 @@ impl PoolConfig {
                 parameters: m.parameters,
                 context_length: m.context_length,
                 max_concurrency,
+                reuse_prefix: m.reuse_prefix.unwrap_or(false),
                 prices: m.prices,
                 remote,
             });

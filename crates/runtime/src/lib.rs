@@ -62,7 +62,7 @@ impl LazyLlama {
                     let opts = LlamaOptions {
                         n_ctx: spec.context_length,
                         threads: options.threads,
-                        reuse_prefix: false,
+                        reuse_prefix: spec.reuse_prefix,
                         // Calls the pool lets through at once are decoded in one batch.
                         parallel: spec.max_concurrency,
                     };

@@ -37,6 +37,7 @@ pub(crate) fn spec(id: &str, sources: &[String], sha256: Option<String>) -> Mode
         parameters: 1,
         context_length: 512,
         max_concurrency: 1,
+        reuse_prefix: false,
         prices: BTreeMap::from([(
             "compute".to_string(),
             Price {

@@ -32,6 +32,10 @@ fn embedded_default_is_valid_and_ordered() {
         }
     );
     assert_eq!(api.ids(), cfg.ids(), "free models are ordered by size");
+    assert!(cfg
+        .models
+        .iter()
+        .all(|m| m.max_concurrency == 4 && m.reuse_prefix));
     // compute prices are proportional to parameters
     for m in &cfg.models {
         let p = m.prices["compute"];
@@ -63,6 +67,7 @@ fn minimal_config_parses_with_defaults() {
     let cfg = PoolConfig::parse(&minimal("", ""), "pool.toml", Some(Path::new("/cfg"))).unwrap();
     assert_eq!(cfg.decomposer, "m");
     assert_eq!(cfg.models[0].max_concurrency, 1);
+    assert!(!cfg.models[0].reuse_prefix, "prefix reuse is opt-in");
     assert_eq!(
         cfg.models[0].source.local_file(),
         Some(Path::new("/cfg/m.gguf"))
@@ -108,4 +113,16 @@ fn duplicate_ids_and_mismatched_profiles_are_rejected() {
 fn downloaded_models_need_a_pinned_hash() {
     let t = minimal("", "").replace("\"m.gguf\"", "\"hf://a/b/m.gguf\"");
     assert!(err(&t).contains("models[0].sha256"));
+}
+
+#[test]
+fn prefix_reuse_is_a_local_model_option() {
+    let cfg = PoolConfig::parse(&minimal("reuse_prefix = true", ""), "pool.toml", None).unwrap();
+    assert!(cfg.models[0].reuse_prefix);
+    let remote = "[[models]]\nid = \"gpt\"\nbackend = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1/\"\nparameters = 1\ncontext_length = 4096\nreuse_prefix = true\nprices.compute = { input = 1.0, output = 2.0 }\n";
+    let e = err(remote);
+    assert!(
+        e.contains("models[0].reuse_prefix") && e.contains("llama_cpp"),
+        "{e}"
+    );
 }
