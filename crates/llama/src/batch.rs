@@ -227,10 +227,7 @@ impl Setup {
 
             // Admit queued calls into free sequences, each into the one whose KV cache
             // shares the longest prefix with its prompt.
-            while slots.iter().any(Option::is_none) {
-                let Some(job) = waiting.pop_front() else {
-                    break;
-                };
+            while let Some(job) = waiting.pop_front() {
                 let Some((seq, mut keep)) = (0..slots.len())
                     .filter(|&seq| slots[seq].is_none())
                     .map(|seq| match self.reuse_prefix {
@@ -239,6 +236,7 @@ impl Setup {
                     })
                     .max_by_key(|&(seq, keep)| (keep, std::cmp::Reverse(seq)))
                 else {
+                    // Every sequence is busy: the call waits for the next free one.
                     waiting.push_front(job);
                     break;
                 };
