@@ -603,3 +603,77 @@ fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
         }
     }
 }
+
+/// Prefix sharing across sequences, real SmolLM2: two calls that arrive together with the
+/// same long few-shot prompt, on an engine where only one sequence has read that prompt
+/// before. The call that lands in the other sequence gets the prefix copied from the first
+/// (the copy moves KV data; wrong data would change its logits), so both read only their
+/// own lines.
+#[test]
+fn batched_calls_share_a_long_prefix_across_sequences() {
+    use r2_llama::{LlamaCppBackend, LlamaOptions};
+    use r2_pool::{ChatMessage, GenRequest};
+
+    let path = smol_path();
+    let options = |parallel, reuse_prefix| LlamaOptions {
+        n_ctx: 1024,
+        threads: 1,
+        reuse_prefix,
+        parallel,
+    };
+    let alone = LlamaCppBackend::load("smollm2-135m", &path, options(1, false)).unwrap();
+    let engine = LlamaCppBackend::load("smollm2-135m", &path, options(2, true)).unwrap();
+    let system = "You rate how hard a reasoning step is. Reply with one integer from 1 to 3 \
+                  and nothing else. 1 = trivial: copy a number, one small addition, restate a \
+                  fact. 2 = a few operations or a unit conversion. 3 = hard: several \
+                  operations, careful reasoning, easy to get wrong. Examples. Step: add 2 and \
+                  3. Difficulty: 1. Step: convert 3 hours 20 minutes to seconds. Difficulty: \
+                  2. Step: find the compound interest on $1,200 at 4% for 3 years, compounded \
+                  quarterly. Difficulty: 3.";
+    let rate = |step: &str, max_tokens: u32, ignore_eos: bool| {
+        let mut r = GenRequest::new(
+            vec![
+                ChatMessage::system(system),
+                ChatMessage::user(format!("Step: {step}\nDifficulty (1-3):")),
+            ],
+            max_tokens,
+        );
+        r.ignore_eos = ignore_eos;
+        r
+    };
+    // Sequence 0 reads the few-shot prompt once.
+    let (_, first) = engine
+        .generate_blocking(&rate("multiply 6 by 7.", 4, false))
+        .unwrap();
+    let shared_tokens = first.prompt_evaluated;
+    // Two calls at once: one reuses sequence 0, the other lands in the empty sequence 1.
+    let calls = [
+        rate("subtract 17 from 288.", 160, true),
+        rate("find the area of a circle of radius 3.", 8, false),
+    ];
+    let got: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = calls
+            .iter()
+            .map(|r| {
+                let e = &engine;
+                s.spawn(move || e.generate_blocking(r).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (req, (resp, stats)) in calls.iter().zip(&got) {
+        let total = resp.input_tokens;
+        assert!(
+            stats.prompt_evaluated > 0 && stats.prompt_evaluated * 3 < total,
+            "{} of {total} prompt tokens evaluated (the shared prompt is {shared_tokens})",
+            stats.prompt_evaluated
+        );
+        let want = alone.generate_blocking(req).unwrap().0;
+        let (a, b) = (
+            want.token_logprobs.as_ref().unwrap()[0],
+            resp.token_logprobs.as_ref().unwrap()[0],
+        );
+        assert!((a - b).abs() < 0.05, "first-token logprob {a} vs {b}");
+        assert_eq!(resp.input_tokens, want.input_tokens);
+    }
+}

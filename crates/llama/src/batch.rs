@@ -14,7 +14,9 @@
 //! With `reuse_prefix`, a finished call's tokens stay in its sequence's KV cache; a new call
 //! goes to the free sequence sharing the longest prefix with its prompt and evaluates only the
 //! rest. Steps of one question share their system prompt and the question, so most of their
-//! prompt is read once.
+//! prompt is read once. When another sequence (busy or not) holds a much longer prefix, its
+//! cache is copied into the new call's sequence first: calls that arrive together with the
+//! same few-shot prompt read it once.
 //!
 //! Greedy outputs can differ in the last bits from a call decoded alone (a batch of several
 //! tokens takes a different matrix-multiplication kernel than one token), exactly as they can
@@ -34,6 +36,11 @@ use r2_pool::{GenRequest, GenResponse};
 
 use crate::generate::{reusable_prefix, Decoding, GenStats, Step};
 use crate::new_context;
+
+/// A prefix is copied from another sequence when it saves at least this many prompt tokens
+/// over the new call's own sequence: the copy moves the whole KV buffer of a sequence (tens of
+/// MB, milliseconds), reading 64 prompt tokens takes a few hundred milliseconds.
+const SHARE_MIN_TOKENS: usize = 64;
 
 /// Prompt tokens evaluated per decode, across sequences (llama.cpp's default micro-batch):
 /// bounds how long a long prompt holds up the generating sequences.
@@ -257,6 +264,9 @@ impl Setup {
                     }
                 }
                 kept[seq].truncate(keep);
+                if self.reuse_prefix {
+                    keep = share_prefix(context, &mut kept, seq, keep, &job.tokens);
+                }
                 slots[seq] = Some(Active::new(job, keep));
             }
 
@@ -395,4 +405,42 @@ impl Setup {
             }
         }
     }
+}
+
+/// Give sequence `seq` (just admitted, holding `kept[seq]`, the first `keep` tokens of
+/// `prompt`) a longer prefix of `prompt` held by another sequence, busy or not, if one saves
+/// at least [`SHARE_MIN_TOKENS`]: copy that sequence's KV cache (llama.cpp copies whole
+/// per-sequence buffers, before the next decode) and cut the copy after the shared prefix.
+/// Returns how many prompt tokens `seq` now holds.
+fn share_prefix(
+    context: &mut LlamaContext<'static>,
+    kept: &mut [Vec<LlamaToken>],
+    seq: usize,
+    keep: usize,
+    prompt: &[LlamaToken],
+) -> usize {
+    let Some((donor, shared)) = (0..kept.len())
+        .filter(|&d| d != seq)
+        .map(|d| (d, reusable_prefix(&kept[d], prompt)))
+        .max_by_key(|&(d, shared)| (shared, std::cmp::Reverse(d)))
+    else {
+        return keep;
+    };
+    if shared < keep + SHARE_MIN_TOKENS {
+        return keep;
+    }
+    let copied = context
+        .copy_kv_cache_seq(donor as i32, seq as i32, None, None)
+        .is_ok()
+        && context
+            .clear_kv_cache_seq(Some(seq as u32), Some(shared as u32), None)
+            .is_ok();
+    if !copied {
+        // The sequence's own cache is in an unknown state: start it clean.
+        let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+        kept[seq].clear();
+        return 0;
+    }
+    kept[seq] = kept[donor][..shared].to_vec();
+    shared
 }
