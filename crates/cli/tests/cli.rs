@@ -412,6 +412,22 @@ fn bench_runs_a_real_model_on_real_items_and_resumes() {
     );
 }
 
+/// SmolLM2 on llama.cpp with a 1024-token context per sequence and one thread:
+/// `parallel` sequences decoded together (1 = one context per call).
+fn smol_backend(
+    path: &std::path::Path,
+    parallel: u32,
+    reuse_prefix: bool,
+) -> r2_llama::LlamaCppBackend {
+    let options = r2_llama::LlamaOptions {
+        n_ctx: 1024,
+        threads: 1,
+        reuse_prefix,
+        parallel,
+    };
+    r2_llama::LlamaCppBackend::load("smollm2-135m", path, options).unwrap()
+}
+
 /// Batched kernels may change the last bits of the logits, so a long greedy answer may
 /// drift from the answer decoded alone; answers mixed up between sequences, or read from a
 /// stale KV cache, differ from the first tokens.
@@ -445,18 +461,11 @@ fn close(q: &str, want: &r2_pool::GenResponse, got: &r2_pool::GenResponse) {
 /// cannot fit fails alone, and an abandoned call frees its sequence.
 #[test]
 fn batched_decoding_answers_like_decoding_alone() {
-    use r2_llama::{LlamaCppBackend, LlamaOptions};
     use r2_pool::{Backend, BackendError, ChatMessage, GenRequest};
 
     let path = smol_path();
-    let options = |parallel| LlamaOptions {
-        n_ctx: 1024,
-        threads: 1,
-        reuse_prefix: false,
-        parallel,
-    };
-    let alone = LlamaCppBackend::load("smollm2-135m", &path, options(1)).unwrap();
-    let batched = LlamaCppBackend::load("smollm2-135m", &path, options(2)).unwrap();
+    let alone = smol_backend(&path, 1, false);
+    let batched = smol_backend(&path, 2, false);
     let questions = [
         "What is 17 times 23?",
         "Name the capital of France.",
@@ -527,19 +536,12 @@ fn batched_decoding_answers_like_decoding_alone() {
 /// the call decoded alone at a near tie: the reused prefix was evaluated in another batch.)
 #[test]
 fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
-    use r2_llama::{LlamaCppBackend, LlamaOptions};
     use r2_pool::{ChatMessage, GenRequest};
 
     let path = smol_path();
-    let options = |parallel, reuse_prefix| LlamaOptions {
-        n_ctx: 1024,
-        threads: 1,
-        reuse_prefix,
-        parallel,
-    };
-    let alone = LlamaCppBackend::load("smollm2-135m", &path, options(1, false)).unwrap();
-    let single = LlamaCppBackend::load("smollm2-135m", &path, options(1, true)).unwrap();
-    let engine = LlamaCppBackend::load("smollm2-135m", &path, options(2, true)).unwrap();
+    let alone = smol_backend(&path, 1, false);
+    let single = smol_backend(&path, 1, true);
+    let engine = smol_backend(&path, 2, true);
     let system = "You are working on one step of a larger problem. Do only this step. \
                   Reason briefly, then finish with a last line of the form RESULT: <result>.";
     let problem = "Problem: A baker makes 12 trays of 24 rolls each morning and sells all but \
@@ -611,18 +613,11 @@ fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
 /// own lines.
 #[test]
 fn batched_calls_share_a_long_prefix_across_sequences() {
-    use r2_llama::{LlamaCppBackend, LlamaOptions};
     use r2_pool::{ChatMessage, GenRequest};
 
     let path = smol_path();
-    let options = |parallel, reuse_prefix| LlamaOptions {
-        n_ctx: 1024,
-        threads: 1,
-        reuse_prefix,
-        parallel,
-    };
-    let alone = LlamaCppBackend::load("smollm2-135m", &path, options(1, false)).unwrap();
-    let engine = LlamaCppBackend::load("smollm2-135m", &path, options(2, true)).unwrap();
+    let alone = smol_backend(&path, 1, false);
+    let engine = smol_backend(&path, 2, true);
     let system = "You rate how hard a reasoning step is. Reply with one integer from 1 to 3 \
                   and nothing else. 1 = trivial: copy a number, one small addition, restate a \
                   fact. 2 = a few operations or a unit conversion. 3 = hard: several \
