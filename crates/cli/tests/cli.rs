@@ -528,6 +528,12 @@ fn batched_decoding_answers_like_decoding_alone() {
     });
 }
 
+/// How far a first-token log-probability computed on a reused prefix may be from the same
+/// call decoded alone. The prefix was evaluated in another batch shape: measured 0.005 when
+/// this test ran alone and 0.053 in one full-suite run. A prefix whose KV data is missing
+/// moved it by 0.36.
+const PREFIX_LOGPROB_TOLERANCE: f32 = 0.15;
+
 /// Prefix reuse on the batching engine, real SmolLM2: the steps of one question share the
 /// system prompt and the question, so a later step evaluates little more than its own line.
 /// The engine keeps exactly the tokens its sequence's KV cache holds: call after call, it
@@ -590,7 +596,7 @@ fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
             got.token_logprobs.as_ref().unwrap()[0],
         );
         assert!(
-            (a - b).abs() < 0.05,
+            (a - b).abs() < PREFIX_LOGPROB_TOLERANCE,
             "{name}: first-token logprob {a} vs {b}"
         );
         let (evaluated, total) = (stats.prompt_evaluated, got.input_tokens);
@@ -668,7 +674,10 @@ fn batched_calls_share_a_long_prefix_across_sequences() {
             want.token_logprobs.as_ref().unwrap()[0],
             resp.token_logprobs.as_ref().unwrap()[0],
         );
-        assert!((a - b).abs() < 0.05, "first-token logprob {a} vs {b}");
+        assert!(
+            (a - b).abs() < PREFIX_LOGPROB_TOLERANCE,
+            "first-token logprob {a} vs {b}"
+        );
         assert_eq!(resp.input_tokens, want.input_tokens);
     }
 }
