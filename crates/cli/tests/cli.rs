@@ -449,11 +449,24 @@ fn close(q: &str, want: &r2_pool::GenResponse, got: &r2_pool::GenResponse) {
         want.text,
         got.text
     );
+    first_token_close(q, want, got, 0.05);
+}
+
+/// The first generated token's log-probability is within `tolerance` of the expected one.
+fn first_token_close(
+    q: &str,
+    want: &r2_pool::GenResponse,
+    got: &r2_pool::GenResponse,
+    tolerance: f32,
+) {
     let (a, b) = (
         want.token_logprobs.as_ref().unwrap()[0],
         got.token_logprobs.as_ref().unwrap()[0],
     );
-    assert!((a - b).abs() < 0.05, "{q}: first-token logprob {a} vs {b}");
+    assert!(
+        (a - b).abs() < tolerance,
+        "{q}: first-token logprob {a} vs {b}"
+    );
 }
 
 /// The batching engine (a model with `parallel > 1`) on the real SmolLM2: calls decoded
@@ -591,14 +604,7 @@ fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
         let (want, _) = alone.generate_blocking(req).unwrap();
         assert!(!got.text.is_empty(), "{name}: empty answer");
         assert_eq!(got.input_tokens, want.input_tokens, "{name}");
-        let (a, b) = (
-            want.token_logprobs.as_ref().unwrap()[0],
-            got.token_logprobs.as_ref().unwrap()[0],
-        );
-        assert!(
-            (a - b).abs() < PREFIX_LOGPROB_TOLERANCE,
-            "{name}: first-token logprob {a} vs {b}"
-        );
+        first_token_close(name, &want, &got, PREFIX_LOGPROB_TOLERANCE);
         let (evaluated, total) = (stats.prompt_evaluated, got.input_tokens);
         let shown = format!("{name}: {evaluated} of {total} prompt tokens evaluated");
         match i {
@@ -670,14 +676,7 @@ fn batched_calls_share_a_long_prefix_across_sequences() {
             stats.prompt_evaluated
         );
         let want = alone.generate_blocking(req).unwrap().0;
-        let (a, b) = (
-            want.token_logprobs.as_ref().unwrap()[0],
-            resp.token_logprobs.as_ref().unwrap()[0],
-        );
-        assert!(
-            (a - b).abs() < PREFIX_LOGPROB_TOLERANCE,
-            "first-token logprob {a} vs {b}"
-        );
+        first_token_close("shared prefix", &want, resp, PREFIX_LOGPROB_TOLERANCE);
         assert_eq!(resp.input_tokens, want.input_tokens);
     }
 }
