@@ -279,8 +279,7 @@ impl Setup {
                     let Some(active) = slot.take() else { continue };
                     if active.cancel.load(Ordering::Relaxed) {
                         active.fail("cancelled".into());
-                        let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-                        kept[seq].clear();
+                        forget(context, &mut kept[seq], seq);
                         continue;
                     }
                     let added = match (&active.phase, generating) {
@@ -316,8 +315,7 @@ impl Setup {
                         Ok(None) => {}
                         Err(e) => {
                             active.fail(e.to_string());
-                            let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-                            kept[seq].clear();
+                            forget(context, &mut kept[seq], seq);
                             continue;
                         }
                     }
@@ -378,8 +376,7 @@ impl Setup {
                 };
                 let Phase::Generate { decoding, next } = &mut active.phase else {
                     active.fail("internal error: a sequence sampled before its prompt".into());
-                    let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-                    kept[seq].clear();
+                    forget(context, &mut kept[seq], seq);
                     continue;
                 };
                 let step = if decoding.exhausted() {
@@ -397,8 +394,7 @@ impl Setup {
                         // Without prefix reuse the next call starts clean anyway (admission
                         // clears from position 0); clearing now frees the cells early.
                         if !self.reuse_prefix {
-                            let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-                            kept[seq].clear();
+                            forget(context, &mut kept[seq], seq);
                         }
                     }
                 }
@@ -437,10 +433,15 @@ fn share_prefix(
             .is_ok();
     if !copied {
         // The sequence's own cache is in an unknown state: start it clean.
-        let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
-        kept[seq].clear();
+        forget(context, &mut kept[seq], seq);
         return 0;
     }
     kept[seq] = kept[donor][..shared].to_vec();
     shared
+}
+
+/// Empty sequence `seq`'s KV cache and what the engine remembers of it, together.
+fn forget(context: &mut LlamaContext<'static>, kept: &mut Vec<LlamaToken>, seq: usize) {
+    let _ = context.clear_kv_cache_seq(Some(seq as u32), None, None);
+    kept.clear();
 }
