@@ -4,6 +4,7 @@
 //! times; with the cache they cost one generation. Cost is still accounted by the cached
 //! response's token counts, so a cached run reports the same cost as a live one.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,7 +81,10 @@ impl CallCache {
     }
 
     pub fn get(&self, model: &str, request: &GenRequest) -> Option<GenResponse> {
-        let key = Self::key(model, request);
+        self.lookup(&Self::key(model, request))
+    }
+
+    fn lookup(&self, key: &str) -> Option<GenResponse> {
         let conn = self.conn.lock().ok()?;
         let row: Option<String> = conn
             .query_row(
@@ -102,7 +106,10 @@ impl CallCache {
     }
 
     pub fn put(&self, model: &str, request: &GenRequest, response: &GenResponse) {
-        let key = Self::key(model, request);
+        self.store(&Self::key(model, request), model, request, response)
+    }
+
+    fn store(&self, key: &str, model: &str, request: &GenRequest, response: &GenResponse) {
         let (Ok(req), Ok(resp)) = (
             serde_json::to_string(request),
             serde_json::to_string(response),
@@ -146,12 +153,37 @@ impl CallCache {
 }
 
 /// A backend answered from the cache when it can, else by `inner` (and then remembered).
+///
+/// Identical calls that arrive while the first is still generating wait for it and are
+/// then served from the cache, instead of generating the same answer again (GRPO samples
+/// of one question and concurrent bench items share planning and step calls this way).
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     cache: Arc<CallCache>,
     /// Model identity in the key: the pool id plus the weights' sha256 when pinned, so
     /// swapping the weights behind an id does not serve stale answers.
     identity: String,
+    /// One gate per key being generated; removed when its last caller leaves.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A caller's hold on a key's gate; dropping it (also on cancellation) forgets the gate
+/// when no other caller holds it.
+struct Turn<'a> {
+    map: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key: String,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.map.lock() {
+            // The map's reference and ours: nobody else is waiting.
+            if Arc::strong_count(&self.gate) == 2 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl CachedBackend {
@@ -169,6 +201,21 @@ impl CachedBackend {
             inner,
             cache,
             identity,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn turn(&self, request: &GenRequest) -> Turn<'_> {
+        let key = CallCache::key(&self.identity, request);
+        let gate = match self.in_flight.lock() {
+            Ok(mut map) => map.entry(key.clone()).or_default().clone(),
+            // A poisoned map only loses the sharing, never the call.
+            Err(_) => Arc::default(),
+        };
+        Turn {
+            map: &self.in_flight,
+            key,
+            gate,
         }
     }
 }
@@ -176,11 +223,15 @@ impl CachedBackend {
 #[async_trait]
 impl Backend for CachedBackend {
     async fn generate(&self, request: &GenRequest) -> Result<GenResponse, BackendError> {
-        if let Some(hit) = self.cache.get(&self.identity, request) {
+        let turn = self.turn(request);
+        // Behind an identical call in flight, this finds its answer.
+        let _held = turn.gate.lock().await;
+        if let Some(hit) = self.cache.lookup(&turn.key) {
             return Ok(hit);
         }
         let response = self.inner.generate(request).await?;
-        self.cache.put(&self.identity, request, &response);
+        self.cache
+            .store(&turn.key, &self.identity, request, &response);
         Ok(response)
     }
 }
@@ -236,6 +287,57 @@ mod tests {
         backend.generate(&req("one")).await.unwrap();
         assert_eq!(scripted.calls(), 5);
         assert_eq!(reopened.stats().hits, 1);
+    }
+
+    #[tokio::test]
+    async fn identical_calls_in_flight_generate_once() {
+        let scripted = ScriptedBackend::with_delay(std::time::Duration::from_millis(50), |r| {
+            Ok(format!("echo {}", r.messages[0].content))
+        });
+        let cache = Arc::new(CallCache::in_memory());
+        let backend = Arc::new(CachedBackend::new(
+            scripted.clone(),
+            cache.clone(),
+            "m",
+            None,
+        ));
+        let calls: Vec<_> = ["one", "one", "one", "two"]
+            .into_iter()
+            .map(|t| {
+                let b = backend.clone();
+                tokio::spawn(async move { b.generate(&req(t)).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for c in calls {
+            answers.push(c.await.unwrap().unwrap().text);
+        }
+        assert_eq!(answers, ["echo one", "echo one", "echo one", "echo two"]);
+        assert_eq!(scripted.calls(), 2, "one generation per distinct call");
+        assert_eq!(
+            scripted.max_in_flight(),
+            2,
+            "different calls still run together"
+        );
+        assert!(
+            backend.in_flight.lock().unwrap().is_empty(),
+            "gates are forgotten"
+        );
+
+        // A waiter that gives up leaves nothing behind.
+        let slow = backend.clone();
+        let first = tokio::spawn(async move { slow.generate(&req("three")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let three = req("three");
+        let waiter = backend.generate(&three);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(5), waiter)
+                .await
+                .is_err()
+        );
+        first.await.unwrap().unwrap();
+        assert!(backend.in_flight.lock().unwrap().is_empty());
+        assert_eq!(scripted.calls(), 3);
     }
 
     #[tokio::test]
