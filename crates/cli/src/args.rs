@@ -236,6 +236,10 @@ pub struct LabelArgs {
     /// Most decomposed executions per question.
     #[arg(long, default_value_t = 8)]
     pub budget: usize,
+    /// Keep searching cheaper allocations when every step on the largest model answered
+    /// wrong (by default such a question gets no decomposed label after that one run).
+    #[arg(long)]
+    pub search_after_failure: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }

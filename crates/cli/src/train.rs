@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use futures::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use r2_router::calibrate::{choose, sweep, Target, GRID};
 use r2_router::features::Featurizer;
@@ -96,13 +97,18 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
     };
     let options = SearchOptions {
         budget: args.budget.max(1),
+        search_after_failure: args.search_after_failure,
         ..Default::default()
     };
     let bar = bar(selection.items.len(), "label");
     bar.set_position((selection.items.len() - todo.len()) as u64);
     let (mut labelled, mut succeeded) = (0usize, 0usize);
-    for item in todo {
-        let q = label_question(&runner, item, &ids, &options).await;
+    // Questions are searched `--concurrency` at a time (their calls to one model decode
+    // together); each label is appended as soon as its search ends.
+    let mut searches = stream::iter(todo)
+        .map(|item| label_question(&runner, item, &ids, &options))
+        .buffer_unordered(args.run.concurrency.max(1));
+    while let Some(q) = searches.next().await {
         labelled += 1;
         succeeded += usize::from(q.tried.iter().any(|t| t.correct));
         append_label(&mut file, &q).map_err(router_error)?;

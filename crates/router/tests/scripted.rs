@@ -129,6 +129,7 @@ async fn labels_for(pool: &Pool, items: &[Item], s: &RunSettings) -> Vec<Questio
     let opts = SearchOptions {
         budget: 12,
         confident: 0.9,
+        search_after_failure: false,
     };
     let mut out = Vec::new();
     for item in items {
@@ -268,14 +269,18 @@ async fn grpo_improves_a_bad_initial_policy() {
     let pool = pool();
     let s = settings(dir.path());
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
-    let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
     // Deliberately bad: every step leans to the cheapest model; the route head leans to
     // decomposing.
-    let bias = |v: &[f32]| {
-        candle_core::Tensor::from_vec(v.to_vec(), v.len(), &candle_core::Device::Cpu).unwrap()
+    let bad_net = || {
+        let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
+        let bias = |v: &[f32]| {
+            candle_core::Tensor::from_vec(v.to_vec(), v.len(), &candle_core::Device::Cpu).unwrap()
+        };
+        net.step.b2.set(&bias(&[1.5, 1.5, 1.5])).unwrap();
+        net.route.b2.set(&bias(&[-4.0, -4.0, 4.0, 0.0])).unwrap();
+        net
     };
-    net.step.b2.set(&bias(&[1.5, 1.5, 1.5])).unwrap();
-    net.route.b2.set(&bias(&[-4.0, -4.0, 4.0, 0.0])).unwrap();
+    let net = bad_net();
     let reference = net.snapshot().unwrap();
     let opts = GrpoOptions {
         group: 8,
@@ -288,12 +293,32 @@ async fn grpo_improves_a_bad_initial_policy() {
         patience: 25,
         ..Default::default()
     };
-    let grpo = Grpo::new(&pool, &s, features.clone(), opts);
+    let grpo = Grpo::new(&pool, &s, features.clone(), opts.clone());
     let out = dir.path().join("grpo.safetensors");
     let report = grpo
         .train(net, &reference, &items(0..27), &items(27..40), &out, |_| {})
         .await
         .unwrap();
+    // Rollouts run several at a time finish in another order; training must not notice.
+    let concurrent = RunSettings {
+        concurrency: 5,
+        ..settings(dir.path())
+    };
+    let again = Grpo::new(&pool, &concurrent, features.clone(), opts)
+        .train(
+            bad_net(),
+            &reference,
+            &items(0..27),
+            &items(27..40),
+            &dir.path().join("grpo-concurrent.safetensors"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&again.log).unwrap(),
+        serde_json::to_string(&report.log).unwrap()
+    );
     assert!(
         report.best_dev.reward > report.initial_dev.reward + 0.2,
         "dev reward {} → {}",
