@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures::{stream, StreamExt};
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
@@ -49,9 +50,14 @@ pub async fn sweep(
             threshold: t,
             query_level: false,
         };
+        let policy = &policy;
+        let results: Vec<_> = stream::iter(items)
+            .map(|item| run_item(pool, policy, settings, item))
+            .buffered(settings.concurrency.max(1))
+            .collect()
+            .await;
         let (mut right, mut cost, mut errored) = (0usize, 0.0, 0usize);
-        for item in items {
-            let r = run_item(pool, &policy, settings, item).await;
+        for r in results {
             if r.error.is_some() {
                 errored += 1;
             }

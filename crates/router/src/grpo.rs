@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use futures::{stream, StreamExt};
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
@@ -152,12 +153,16 @@ impl<'a> Grpo<'a> {
             threshold: self.options.threshold,
             query_level: false,
         };
-        let mut samples = Vec::new();
-        for item in items {
-            let norm = self.all_largest_cost(item).await;
-            let r = run_item(self.pool, &policy, self.settings, item).await;
-            samples.push((r.correct && r.error.is_none(), r.cost_usd, norm));
-        }
+        let policy = &policy;
+        let samples: Vec<(bool, f64, f64)> = stream::iter(items)
+            .map(|item| async move {
+                let norm = self.all_largest_cost(item).await;
+                let r = run_item(self.pool, policy, self.settings, item).await;
+                (r.correct && r.error.is_none(), r.cost_usd, norm)
+            })
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
         Score::of(&samples, self.options.lambda)
     }
 
@@ -205,35 +210,51 @@ impl<'a> Grpo<'a> {
         let mut log = Vec::new();
         let mut stopped_early = false;
         for iteration in 1..=o.iterations {
-            // Rollouts.
-            let mut decisions: Vec<(Decision, f64)> = Vec::new();
-            let mut samples = Vec::new();
+            // Rollouts: every (question, sample) of the batch, `concurrency` at a time. Each
+            // rollout's seed depends only on its place in the batch, so the order they
+            // finish in changes nothing.
+            let group_size = o.group.max(2);
+            let mut jobs = Vec::new();
             for _ in 0..o.batch.min(train.len()) {
                 let item = &train[order[cursor % order.len()]];
                 cursor += 1;
-                let norm = self.all_largest_cost(item).await;
-                let mut group = Vec::new();
-                for g in 0..o.group.max(2) {
+                for g in 0..group_size {
+                    let seed =
+                        SplitMix64::stream(o.seed, &[iteration as u64, cursor as u64, g as u64])
+                            .next_u64();
+                    jobs.push((item, seed));
+                }
+            }
+            let net_ref = &net;
+            let rollouts: Vec<(bool, f64, f64, Vec<Decision>)> = stream::iter(jobs)
+                .map(|(item, seed)| async move {
+                    let norm = self.all_largest_cost(item).await;
                     let policy = SamplingPolicy {
-                        net: net.clone(),
+                        net: net_ref.clone(),
                         features: self.features.clone(),
                         threshold: o.threshold,
-                        seed: SplitMix64::stream(
-                            o.seed,
-                            &[iteration as u64, cursor as u64, g as u64],
-                        )
-                        .next_u64(),
+                        seed,
                         decisions: Mutex::new(Vec::new()),
                     };
                     let r = run_item(self.pool, &policy, self.settings, item).await;
                     let ok = r.correct && r.error.is_none();
-                    samples.push((ok, r.cost_usd, norm));
                     let d = policy.decisions.into_inner().unwrap_or_default();
-                    group.push((reward(ok, r.cost_usd, norm, o.lambda), d));
-                }
-                let adv = group_advantages(&group.iter().map(|(r, _)| *r).collect::<Vec<_>>());
-                for ((_, ds), a) in group.into_iter().zip(adv) {
-                    decisions.extend(ds.into_iter().map(|d| (d, a)));
+                    (ok, r.cost_usd, norm, d)
+                })
+                .buffered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            let mut decisions: Vec<(Decision, f64)> = Vec::new();
+            let mut samples = Vec::new();
+            for group in rollouts.chunks(group_size) {
+                let rewards: Vec<f64> = group
+                    .iter()
+                    .map(|(ok, cost, norm, _)| reward(*ok, *cost, *norm, o.lambda))
+                    .collect();
+                let adv = group_advantages(&rewards);
+                for ((ok, cost, norm, ds), a) in group.iter().zip(adv) {
+                    samples.push((*ok, *cost, *norm));
+                    decisions.extend(ds.iter().cloned().map(|d| (d, a)));
                 }
             }
             // Updates.
