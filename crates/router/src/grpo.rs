@@ -214,21 +214,29 @@ impl<'a> Grpo<'a> {
             // rollout's seed depends only on its place in the batch, so the order they
             // finish in changes nothing.
             let group_size = o.group.max(2);
-            let mut jobs = Vec::new();
+            let mut questions = Vec::new();
             for _ in 0..o.batch.min(train.len()) {
                 let item = &train[order[cursor % order.len()]];
                 cursor += 1;
+                questions.push((item, cursor));
+            }
+            // Each question's normaliser once, before its samples run side by side.
+            let norms: Vec<f64> = stream::iter(&questions)
+                .map(|(item, _)| self.all_largest_cost(item))
+                .buffered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            let mut jobs = Vec::new();
+            for (&(item, at), &norm) in questions.iter().zip(&norms) {
                 for g in 0..group_size {
-                    let seed =
-                        SplitMix64::stream(o.seed, &[iteration as u64, cursor as u64, g as u64])
-                            .next_u64();
-                    jobs.push((item, seed));
+                    let seed = SplitMix64::stream(o.seed, &[iteration as u64, at as u64, g as u64])
+                        .next_u64();
+                    jobs.push((item, norm, seed));
                 }
             }
             let net_ref = &net;
             let rollouts: Vec<(bool, f64, f64, Vec<Decision>)> = stream::iter(jobs)
-                .map(|(item, seed)| async move {
-                    let norm = self.all_largest_cost(item).await;
+                .map(|(item, norm, seed)| async move {
                     let policy = SamplingPolicy {
                         net: net_ref.clone(),
                         features: self.features.clone(),
