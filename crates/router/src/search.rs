@@ -5,8 +5,9 @@
 //! confidently start on the smallest model), upgrades the least confident downgraded step
 //! while the answer is wrong, then downgrades steps one model at a time while it stays
 //! right. Unless asked to, it does not search further when the all-largest allocation
-//! answers wrong (upgrading would only lead back to it). Every execution goes through the pool, so with the call cache repeated
-//! prefixes of a plan cost nothing. The number of decomposed executions is bounded.
+//! answers wrong (upgrading would only lead back to it). Every execution goes through the
+//! pool, so with the call cache repeated prefixes of a plan cost nothing. The number of
+//! decomposed executions is bounded.
 
 use std::collections::BTreeMap;
 
@@ -208,13 +209,13 @@ pub async fn label_question(
             synthesis: true,
         }))
         .collect();
+    if !all.correct && !options.search_after_failure {
+        return finish(s, item, infos, None);
+    }
     let conf: Vec<f64> = (0..positions)
         .map(|p| all.confidences.get(p).copied().flatten().unwrap_or(0.0))
         .collect();
 
-    if !all.correct && !options.search_after_failure {
-        return finish(s, item, infos, None);
-    }
     let mut best: Option<Vec<usize>> = all.correct.then(|| vec![largest; positions]);
     let start: Vec<usize> = conf
         .iter()
