@@ -16,6 +16,7 @@ use r2_bench::Item;
 use r2_pool::Pool;
 use serde::Serialize;
 
+use crate::choice::Fallback;
 use crate::features::Featurizer;
 use crate::grpo_math::{group_advantages, reward};
 use crate::net::{sibling, to_tensor, Mlp, RouterNet};
@@ -354,8 +355,13 @@ impl<'a> Grpo<'a> {
                     .map(|(d, _)| d.features.clone())
                     .collect::<Vec<_>>(),
             )?;
-            let logp = stop_log_probs(&head.forward(&x)?, o.threshold)?;
-            let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold)?.detach();
+            let fallback = if route_head {
+                Fallback::MostLikely
+            } else {
+                Fallback::Last
+            };
+            let logp = stop_log_probs(&head.forward(&x)?, o.threshold, fallback)?;
+            let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold, fallback)?.detach();
             let n = logp.dim(1)?;
             let mask = one_hot(&ds.iter().map(|(d, _)| d.chosen).collect::<Vec<_>>(), n)?;
             let chosen = (&logp * &mask)?.sum(1)?;

@@ -10,7 +10,7 @@ use r2_allocator::{Allocation, Policy, PolicyError, Route, StepContext, StepKind
 use r2_decomposer::{Plan, TaskFamily};
 use r2_pool::Pool;
 
-use crate::choice::{first_clearing, sample_stop, sigmoid, stop_log_probs};
+use crate::choice::{first_clearing, sample_stop, sigmoid, stop_log_probs, Fallback};
 use crate::features::{Featurizer, StepInfo};
 use crate::labels::{QuestionLabel, RouteLabel};
 use crate::net::{RouteCandidate, RouterNet};
@@ -99,9 +99,10 @@ impl Policy for PinnedPolicy {
     }
 }
 
-/// `learned:<path>[@t]`: the route head decides between answering directly (with the
-/// cheapest model predicted to succeed) and decomposing; the step head picks, for each
-/// step, the cheapest model whose predicted success clears the threshold.
+/// `learned:<path>[@t]`: the route head takes the cheapest route (direct on a model, or
+/// decomposing) whose predicted success clears the threshold, else the route most likely
+/// to succeed; the step head picks, for each step, the cheapest model whose predicted
+/// success clears the threshold, else the largest.
 pub struct LearnedPolicy {
     pub net: Arc<RouterNet>,
     pub features: Arc<Featurizer>,
@@ -182,19 +183,19 @@ impl Policy for LearnedPolicy {
                     RouteCandidate::Decompose => None,
                 })
                 .unzip();
-            let pick = first_clearing(&zs, self.threshold);
+            let pick = first_clearing(&zs, self.threshold, Fallback::Last);
             return Ok(Route::Direct {
                 model: idx[pick],
                 score: sigmoid(zs[pick]),
             });
         }
-        let pick = first_clearing(&z, self.threshold);
+        let pick = first_clearing(&z, self.threshold, Fallback::MostLikely);
         Ok(route_for(candidates[pick], z[pick]))
     }
 
     async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
         let (_, z) = step_scores(&self.net, &self.features, &step, &step_info(&step))?;
-        let model = first_clearing(&z, self.threshold);
+        let model = first_clearing(&z, self.threshold, Fallback::Last);
         Ok(Allocation::plain(model, sigmoid(z[model])))
     }
 }
@@ -225,8 +226,13 @@ impl SamplingPolicy {
     }
 
     fn record(&self, route_head: bool, features: Vec<f32>, z: &[f64], u: f64) -> usize {
-        let chosen = sample_stop(z, self.threshold, u);
-        let logp_old = stop_log_probs(z, self.threshold)[chosen];
+        let fallback = if route_head {
+            Fallback::MostLikely
+        } else {
+            Fallback::Last
+        };
+        let chosen = sample_stop(z, self.threshold, fallback, u);
+        let logp_old = stop_log_probs(z, self.threshold, fallback)[chosen];
         if let Ok(mut d) = self.decisions.lock() {
             d.push(Decision {
                 route_head,

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::Serialize;
 
-use crate::choice::{first_clearing, sigmoid};
+use crate::choice::{first_clearing, sigmoid, Fallback};
 use crate::features::Featurizer;
 use crate::labels::QuestionLabel;
 use crate::net::{to_tensor, RouteCandidate, RouterNet};
@@ -268,7 +268,7 @@ pub fn evaluate(
     m.step_brier = brier(&z, &steps);
     let (mut right, mut labelled) = (0usize, 0usize);
     for (row, label) in z.iter().zip(&steps.label) {
-        let chosen = first_clearing(row, threshold);
+        let chosen = first_clearing(row, threshold, Fallback::Last);
         m.confusion[label.unwrap_or(n)][chosen] += 1;
         if let Some(l) = label {
             labelled += 1;

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::choice::logit;
+use crate::choice::{logit, Fallback};
 use crate::RouterError;
 
 /// `log(1 + e^x)` elementwise, stable.
@@ -22,9 +22,17 @@ pub fn masked_bce(z: &Tensor, y: &Tensor, mask: &Tensor) -> Result<Tensor, Route
 }
 
 /// Log-probabilities of the stop process (see [`crate::choice`]) for a batch of logit
-/// rows `z` (batch × n): `log π(m) = log σ(x_m)·[m < n−1] + Σ_{j<m} log σ(−x_j)` with
-/// `x = z − logit(t)`.
-pub fn stop_log_probs(z: &Tensor, threshold: f64) -> Result<Tensor, RouterError> {
+/// rows `z` (batch × n), with `x = z − logit(t)`:
+/// `log π(m) = log σ(x_m)·[m < n−1] + Σ_{j<m} log σ(−x_j)` for [`Fallback::Last`];
+/// for [`Fallback::MostLikely`] every option has its `log σ(x_m)` term and the row's
+/// likeliest option also receives the all-passed mass `Σ_j log σ(−x_j)` (log-added). The
+/// likeliest option is chosen on the current values, outside the gradient, as in the
+/// rule itself.
+pub fn stop_log_probs(
+    z: &Tensor,
+    threshold: f64,
+    fallback: Fallback,
+) -> Result<Tensor, RouterError> {
     let n = z.dim(1)?;
     let x = (z - logit(threshold))?;
     let ls_pos = softplus(&x.neg()?)?.neg()?;
@@ -37,10 +45,25 @@ pub fn stop_log_probs(z: &Tensor, threshold: f64) -> Result<Tensor, RouterError>
     }
     let upper = Tensor::from_vec(upper, (n, n), &Device::Cpu)?;
     let passed = ls_neg.matmul(&upper)?;
-    let mut not_last = vec![1f32; n];
-    not_last[n - 1] = 0.0;
-    let not_last = Tensor::from_vec(not_last, n, &Device::Cpu)?;
-    Ok((passed + ls_pos.broadcast_mul(&not_last)?)?)
+    match fallback {
+        Fallback::Last => {
+            let mut not_last = vec![1f32; n];
+            not_last[n - 1] = 0.0;
+            let not_last = Tensor::from_vec(not_last, n, &Device::Cpu)?;
+            Ok((passed + ls_pos.broadcast_mul(&not_last)?)?)
+        }
+        Fallback::MostLikely => {
+            let walk = (passed + ls_pos)?;
+            let all_passed = ls_neg.sum_keepdim(1)?.broadcast_as(walk.shape())?;
+            // log(e^a + e^b) = max(a, b) + softplus(−|a − b|)
+            let added =
+                (walk.maximum(&all_passed)? + softplus(&(&walk - &all_passed)?.abs()?.neg()?)?)?;
+            let rows = z.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+            let best: Vec<usize> = rows.iter().map(|r| crate::choice::most_likely(r)).collect();
+            let mask = one_hot(&best, n)?;
+            Ok((&walk + (mask * (added - &walk)?)?)?)
+        }
+    }
 }
 
 /// One-hot rows for chosen indices.
@@ -67,10 +90,17 @@ mod tests {
 
     #[test]
     fn tensor_stop_process_matches_the_reference() {
-        let rows = vec![vec![0.3f32, -1.2, 2.0], vec![-4.0, 5.0, 0.0]];
+        let rows = vec![
+            vec![0.3f32, -1.2, 2.0],
+            vec![-4.0, 5.0, 0.0],
+            vec![-3.0, -0.5, -2.0],
+        ];
         let z = crate::net::to_tensor(&rows).unwrap();
-        for t in [0.3, 0.5, 0.8] {
-            let got = stop_log_probs(&z, t)
+        for (t, fb) in [0.3, 0.5, 0.8]
+            .into_iter()
+            .flat_map(|t| [(t, Fallback::Last), (t, Fallback::MostLikely)])
+        {
+            let got = stop_log_probs(&z, t, fb)
                 .unwrap()
                 .to_dtype(DType::F64)
                 .unwrap()
@@ -78,11 +108,11 @@ mod tests {
                 .unwrap();
             for (r, row) in rows.iter().enumerate() {
                 let zf: Vec<f64> = row.iter().map(|x| *x as f64).collect();
-                let want = crate::choice::stop_log_probs(&zf, t);
+                let want = crate::choice::stop_log_probs(&zf, t, fb);
                 for m in 0..3 {
                     assert!(
                         (got[r][m] - want[m]).abs() < 1e-4,
-                        "t={t} row {r} m {m}: {} vs {}",
+                        "t={t} {fb:?} row {r} m {m}: {} vs {}",
                         got[r][m],
                         want[m]
                     );
