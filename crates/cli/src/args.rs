@@ -203,7 +203,8 @@ pub struct BenchArgs {
     pub data: DataArgs,
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>.
-    #[arg(long, required = true)]
+    /// Default: the config's `policy` (the embedded pool's is the shipped router).
+    #[arg(long)]
     pub policy: Vec<String>,
     /// The policy cost reductions are measured against. Default: direct:<largest model>.
     #[arg(long)]

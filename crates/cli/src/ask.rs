@@ -93,17 +93,17 @@ pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {
         let m = pool.config.require(model).map_err(input_error)?;
         executor.direct(&question, family, m).await
     } else {
-        let name = args
-            .policy
-            .clone()
-            .or_else(|| pool.config.default_policy.clone())
-            .unwrap_or_else(|| format!("fixed:{}", pool.id(pool.len() - 1)));
-        let policy = parse_policy(&name, &pool, &env).map_err(|e| input_error(e.to_string()))?;
+        // Names are checked before a learned policy loads its embedding model.
         let decomposer_id = args
             .decomposer
             .as_deref()
             .unwrap_or(&pool.config.decomposer);
         let decomposer = pool.config.require(decomposer_id).map_err(input_error)?;
+        let name = args
+            .policy
+            .clone()
+            .unwrap_or_else(|| pool.config.policy_or_default());
+        let policy = parse_policy(&name, &pool, &env).map_err(|e| input_error(e.to_string()))?;
         executor
             .run(&question, family, policy.as_ref(), decomposer)
             .await

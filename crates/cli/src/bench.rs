@@ -21,8 +21,12 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
     let session = Session::open(config_path, &args.run)?;
     let pool = &session.pool;
     // Every name is checked before any model runs.
-    let policies = args
-        .policy
+    let names = if args.policy.is_empty() {
+        vec![pool.config.policy_or_default()]
+    } else {
+        args.policy.clone()
+    };
+    let policies = names
         .iter()
         .map(|p| parse_policy(p, pool, &session.env).map_err(|e| input_error(e.to_string())))
         .collect::<Result<Vec<_>>>()?;

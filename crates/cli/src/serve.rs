@@ -41,9 +41,8 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
     let parser: r2_server::PolicyParser =
         Arc::new(move |name: &str, pool: &r2_pool::Pool| r2_router::parse_policy(name, pool, &env));
     // The default policy is loaded (embedding model included) before the first request.
-    if let Some(p) = &pool.config.default_policy {
-        parser(p, &pool).map_err(|e| input_error(format!("policy: {e}")))?;
-    }
+    parser(&pool.config.policy_or_default(), &pool)
+        .map_err(|e| input_error(format!("policy: {e}")))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| input_error(format!("cannot listen on {listen}: {e}")))?;

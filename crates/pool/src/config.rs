@@ -135,6 +135,14 @@ struct RawModel {
 }
 
 impl PoolConfig {
+    /// The policy used when none is named: the config's `policy`, else every step on the
+    /// most expensive model.
+    pub fn policy_or_default(&self) -> String {
+        self.default_policy.clone().unwrap_or_else(|| {
+            format!("fixed:{}", self.models.last().map_or("", |m| m.id.as_str()))
+        })
+    }
+
     /// The embedded default pool.
     pub fn embedded() -> Self {
         Self::parse(DEFAULT_POOL_TOML, DEFAULT_POOL_NAME, None)

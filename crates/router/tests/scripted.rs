@@ -399,6 +399,15 @@ async fn the_shipped_router_belongs_to_the_embedded_pool() {
     assert_eq!(z[0].len(), pool.len() + 1);
     assert!(z[0].iter().all(|v| v.is_finite()));
 
+    // It is what `ask`, `bench` and `serve` use when no policy is named.
+    let default = PoolConfig::embedded().policy_or_default();
+    let policy = r2_router::parse_policy(&default, &pool, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        policy.name().starts_with("learned:shipped@"),
+        "{}",
+        policy.name()
+    );
+
     let mut cfg = PoolConfig::embedded();
     cfg.models.pop();
     let smaller = pool_from(cfg);

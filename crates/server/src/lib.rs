@@ -61,11 +61,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: Arc<Pool>, keys: Keys, server: &ServerConfig, traces: TraceStore) -> Self {
-        let default_policy = pool
-            .config
-            .default_policy
-            .clone()
-            .unwrap_or_else(|| format!("fixed:{}", pool.id(pool.len() - 1)));
+        let default_policy = pool.config.policy_or_default();
         let request_timeout = Duration::from_secs_f64(server.request_timeout_s);
         Self {
             exec: ExecOptions {
