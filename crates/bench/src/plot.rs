@@ -190,14 +190,20 @@ where
     chart.configure_mesh().x_desc(x_desc).draw().map_err(e)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
+        let style = ShapeStyle::from(&color).stroke_width(2);
         chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                ShapeStyle::from(&color).stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(points.iter().copied(), style))
             .map_err(e)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        // A marker per point, so a series of one point still shows.
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&p| Circle::new(p, 3, ShapeStyle::from(&color).filled())),
+            )
+            .map_err(e)?;
     }
     chart
         .configure_series_labels()

@@ -281,25 +281,34 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         })
         .await;
     let report = result.map_err(|e| training_error(e, &args.out, "iteration"))?;
-    let series =
-        |name: &str, f: &dyn Fn(&r2_router::grpo::IterLog) -> f64| -> (String, Vec<(f64, f64)>) {
-            (
-                name.to_string(),
-                report
-                    .log
-                    .iter()
-                    .map(|l| (l.iteration as f64, f(l)))
-                    .collect(),
-            )
-        };
+    // Train points score each iteration's batch of rollouts; dev points score the
+    // deterministic policy, starting from the initial one at iteration 0.
+    let series = |name: &str,
+                  initial: Option<f64>,
+                  f: &dyn Fn(&r2_router::grpo::IterLog) -> f64|
+     -> (String, Vec<(f64, f64)>) {
+        let start = initial.map(|v| (0.0, v));
+        (
+            name.to_string(),
+            start
+                .into_iter()
+                .chain(report.log.iter().map(|l| (l.iteration as f64, f(l))))
+                .collect(),
+        )
+    };
+    let d0 = &report.initial_dev;
     let plot_path = sibling(&args.out, "curves.png");
     let curves = vec![
-        series("train reward", &|l| l.train.reward),
-        series("dev reward", &|l| l.dev.reward),
-        series("train accuracy", &|l| l.train.accuracy),
-        series("dev accuracy", &|l| l.dev.accuracy),
-        series("train relative cost", &|l| l.train.relative_cost),
-        series("dev relative cost", &|l| l.dev.relative_cost),
+        series("train reward (batch)", None, &|l| l.train.reward),
+        series("dev reward", Some(d0.reward), &|l| l.dev.reward),
+        series("train accuracy (batch)", None, &|l| l.train.accuracy),
+        series("dev accuracy", Some(d0.accuracy), &|l| l.dev.accuracy),
+        series("train relative cost (batch)", None, &|l| {
+            l.train.relative_cost
+        }),
+        series("dev relative cost", Some(d0.relative_cost), &|l| {
+            l.dev.relative_cost
+        }),
     ];
     if let Err(e) = r2_bench::plot::curves(&plot_path, "GRPO", "iteration", &curves) {
         eprintln!("warning: plot not written: {e}");

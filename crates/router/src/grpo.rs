@@ -196,6 +196,12 @@ impl<'a> Grpo<'a> {
         )?;
         let ckpt_dir = sibling(out, "checkpoints");
         let log_path = sibling(out, "log.jsonl");
+        if let Some(dir) = log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| RouterError::Io {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
         let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io {
             path: log_path.clone(),
             reason: e.to_string(),

@@ -310,7 +310,8 @@ async fn grpo_improves_a_bad_initial_policy() {
             &reference,
             &items(0..27),
             &items(27..40),
-            &dir.path().join("grpo-concurrent.safetensors"),
+            // A directory that does not exist yet is created.
+            &dir.path().join("concurrent/grpo.safetensors"),
             |_| {},
         )
         .await
@@ -326,6 +327,7 @@ async fn grpo_improves_a_bad_initial_policy() {
         report.best_dev.reward
     );
     assert!(dir.path().join("grpo.log.jsonl").exists());
+    assert!(dir.path().join("concurrent/grpo.log.jsonl").exists());
     let best = RouterNet::load(&out).unwrap();
     assert_eq!(best.manifest.stage, "grpo");
 }
