@@ -11,7 +11,7 @@ use r2_router::calibrate::{choose, sweep, Target, GRID};
 use r2_router::features::Featurizer;
 use r2_router::grpo::{Grpo, GrpoOptions};
 use r2_router::labels::{append_label, read_labels, LabelSet};
-use r2_router::net::sibling;
+use r2_router::net::{sibling, RouterNet};
 use r2_router::search::{label_question, ExecRunner, SearchOptions};
 use r2_router::sft::{report, save_with_metrics, train_sft, SftOptions};
 use r2_router::{RouterEnv, RouterError};
@@ -313,6 +313,31 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
     if let Err(e) = r2_bench::plot::curves(&plot_path, "GRPO", "iteration", &curves) {
         eprintln!("warning: plot not written: {e}");
     }
+    // The manifest says how the saved weights were refined.
+    let mut best = RouterNet::load(&args.out).map_err(router_error)?;
+    best.manifest.notes.insert(
+        "grpo".into(),
+        serde_json::json!({
+            "data": selection.label,
+            "split": args.data.split,
+            "offset": args.data.offset,
+            "limit": args.data.limit,
+            "shuffle": args.data.shuffle,
+            "train_questions": train.len(),
+            "dev_questions": dev.len(),
+            "group": args.group.max(2),
+            "batch": args.batch.max(1),
+            "lambda": args.lambda,
+            "lr": args.lr,
+            "kl": args.kl,
+            "seed": args.seed,
+            "iterations_run": report.log.len(),
+            "best_iteration": report.best_iteration,
+            "initial_dev": report.initial_dev,
+            "best_dev": report.best_dev,
+        }),
+    );
+    best.save(&args.out).map_err(router_error)?;
     println!(
         "dev reward {:+.3} → {:+.3} (best at iteration {}{}); wrote {}, {}, {}",
         report.initial_dev.reward,
