@@ -44,6 +44,15 @@ pub enum Fallback {
 }
 
 impl Fallback {
+    /// The fallback of the route head (`true`) or the step head (`false`).
+    pub fn for_head(route_head: bool) -> Self {
+        if route_head {
+            Fallback::MostLikely
+        } else {
+            Fallback::Last
+        }
+    }
+
     /// The option this fallback picks among `z`.
     pub fn pick(self, z: &[f64]) -> usize {
         match self {

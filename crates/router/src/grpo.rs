@@ -196,21 +196,16 @@ impl<'a> Grpo<'a> {
         )?;
         let ckpt_dir = sibling(out, "checkpoints");
         let log_path = sibling(out, "log.jsonl");
-        if let Some(dir) = log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| RouterError::Io {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        }
+        // The initial weights first: saving creates `out`'s directory, where the log goes.
+        let mut saved = net.snapshot()?;
+        saved.manifest.stage = "grpo".into();
+        saved.save(out)?;
         let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io {
             path: log_path.clone(),
             reason: e.to_string(),
         })?;
         let initial_dev = self.evaluate(&net, dev).await;
         let mut best = (initial_dev.reward, 0usize, initial_dev);
-        let mut saved = net.snapshot()?;
-        saved.manifest.stage = "grpo".into();
-        saved.save(out)?;
         let mut order: Vec<usize> = (0..train.len()).collect();
         SplitMix64::new(o.seed).shuffle(&mut order);
         let mut cursor = 0;
@@ -361,11 +356,7 @@ impl<'a> Grpo<'a> {
                     .map(|(d, _)| d.features.clone())
                     .collect::<Vec<_>>(),
             )?;
-            let fallback = if route_head {
-                Fallback::MostLikely
-            } else {
-                Fallback::Last
-            };
+            let fallback = Fallback::for_head(route_head);
             let logp = stop_log_probs(&head.forward(&x)?, o.threshold, fallback)?;
             let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold, fallback)?.detach();
             let n = logp.dim(1)?;

@@ -226,11 +226,7 @@ impl SamplingPolicy {
     }
 
     fn record(&self, route_head: bool, features: Vec<f32>, z: &[f64], u: f64) -> usize {
-        let fallback = if route_head {
-            Fallback::MostLikely
-        } else {
-            Fallback::Last
-        };
+        let fallback = Fallback::for_head(route_head);
         let chosen = sample_stop(z, self.threshold, fallback, u);
         let logp_old = stop_log_probs(z, self.threshold, fallback)[chosen];
         if let Ok(mut d) = self.decisions.lock() {
