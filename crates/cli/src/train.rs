@@ -266,7 +266,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
     let result = grpo
         .train(net, &reference, train, dev, &args.out, |l| {
             println!(
-                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4}{}",
+                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4} (route {}, step {}){}",
                 l.iteration,
                 l.train.reward,
                 100.0 * l.train.accuracy,
@@ -276,6 +276,8 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
                 l.dev.relative_cost,
                 l.loss,
                 l.kl,
+                head_kl(l.kl_route),
+                head_kl(l.kl_step),
                 if l.best { "  (best)" } else { "" }
             )
         })
@@ -353,6 +355,11 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         plot_path.display()
     );
     Ok(())
+}
+
+/// A head's KL for the progress line: "-" when the batch had no decision for that head.
+fn head_kl(kl: Option<f64>) -> String {
+    kl.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))
 }
 
 pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Result<()> {

@@ -96,9 +96,23 @@ pub struct IterLog {
     pub train: Score,
     pub dev: Score,
     pub loss: f64,
+    /// Mean KL to the reference policy over all of the batch's decisions.
     pub kl: f64,
+    /// The same mean over the route head's decisions alone (null when the batch had none).
+    pub kl_route: Option<f64>,
+    /// The same mean over the step head's decisions alone (null when the batch had none).
+    pub kl_step: Option<f64>,
     pub decisions: usize,
+    pub route_decisions: usize,
     pub best: bool,
+}
+
+/// KL to the reference policy from one loss evaluation, overall and per head.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KlParts {
+    pub all: f64,
+    pub route: Option<f64>,
+    pub step: Option<f64>,
 }
 
 pub struct GrpoReport {
@@ -268,7 +282,7 @@ impl<'a> Grpo<'a> {
                 }
             }
             // Updates.
-            let (mut loss_v, mut kl_v) = (0.0, 0.0);
+            let (mut loss_v, mut kl_v) = (0.0, KlParts::default());
             if decisions.iter().any(|(_, a)| *a != 0.0) {
                 for _ in 0..o.epochs.max(1) {
                     let (loss, kl) = self.loss(&net, reference, &decisions)?;
@@ -304,8 +318,11 @@ impl<'a> Grpo<'a> {
                 train: Score::of(&samples, o.lambda),
                 dev: dev_score,
                 loss: loss_v,
-                kl: kl_v,
+                kl: kl_v.all,
+                kl_route: kl_v.route,
+                kl_step: kl_v.step,
                 decisions: decisions.len(),
+                route_decisions: decisions.iter().filter(|(d, _)| d.route_head).count(),
                 best: is_best,
             };
             if let Ok(s) = serde_json::to_string(&line) {
@@ -333,10 +350,11 @@ impl<'a> Grpo<'a> {
         net: &RouterNet,
         reference: &RouterNet,
         decisions: &[(Decision, f64)],
-    ) -> Result<(Tensor, f64), RouterError> {
+    ) -> Result<(Tensor, KlParts), RouterError> {
         let o = &self.options;
         let mut total: Option<Tensor> = None;
         let mut kl_sum = 0.0;
+        let mut parts = KlParts::default();
         let count = decisions.len().max(1) as f64;
         for route_head in [true, false] {
             let ds: Vec<&(Decision, f64)> = decisions
@@ -368,7 +386,14 @@ impl<'a> Grpo<'a> {
             let surr =
                 (&ratio * &adv)?.minimum(&(ratio.clamp(1.0 - o.clip, 1.0 + o.clip)? * &adv)?)?;
             let kl = (logp.exp()? * (&logp - &logp_ref)?)?.sum(1)?;
-            kl_sum += scalar(&kl.sum_all()?)?;
+            let head_kl = scalar(&kl.sum_all()?)?;
+            kl_sum += head_kl;
+            let mean = Some(head_kl / ds.len() as f64);
+            if route_head {
+                parts.route = mean;
+            } else {
+                parts.step = mean;
+            }
             let part = ((kl * o.kl)? - surr)?.sum_all()?;
             total = Some(match total {
                 Some(t) => (t + part)?,
@@ -377,6 +402,7 @@ impl<'a> Grpo<'a> {
         }
         let total =
             total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
-        Ok(((total / count)?, kl_sum / count))
+        parts.all = kl_sum / count;
+        Ok(((total / count)?, parts))
     }
 }

@@ -326,6 +326,22 @@ async fn grpo_improves_a_bad_initial_policy() {
         report.initial_dev.reward,
         report.best_dev.reward
     );
+    // The per-head KL means add up to the overall mean, weighted by each head's decisions;
+    // the route head decides once per rollout, so every updating batch has route decisions.
+    for l in report
+        .log
+        .iter()
+        .filter(|l| l.decisions > 0 && l.loss != 0.0)
+    {
+        let steps = l.decisions - l.route_decisions;
+        assert!(l.route_decisions > 0 && l.kl_route.is_some(), "{l:?}");
+        assert_eq!(l.kl_step.is_some(), steps > 0, "{l:?}");
+        let weighted = l.kl_route.unwrap() * l.route_decisions as f64
+            + l.kl_step.unwrap_or(0.0) * steps as f64;
+        assert!((weighted / l.decisions as f64 - l.kl).abs() < 1e-6, "{l:?}");
+        assert!(l.kl_route.unwrap() >= -1e-9 && l.kl_step.unwrap_or(0.0) >= -1e-9);
+    }
+    assert!(report.log.iter().any(|l| l.kl_step.is_some()));
     assert!(dir.path().join("grpo.log.jsonl").exists());
     assert!(dir.path().join("concurrent/grpo.log.jsonl").exists());
     let best = RouterNet::load(&out).unwrap();
