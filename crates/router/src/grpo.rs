@@ -199,6 +199,12 @@ impl<'a> Grpo<'a> {
             ));
         }
         let o = self.options.clone();
+        let mut net = net;
+        // A router that records its families has now been trained on these questions' too
+        // (its evaluation and its checkpoints route them).
+        if net.manifest.families.is_some() {
+            net.manifest.add_families(train.iter().map(|i| i.family));
+        }
         let net = Arc::new(net);
         let mut opt = AdamW::new(
             net.vars(),

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use r2_decomposer::TaskFamily;
+
 use crate::features::FeatureLayout;
 use crate::rng::SplitMix64;
 use crate::RouterError;
@@ -67,12 +69,35 @@ pub struct Manifest {
     /// largest model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decompose_at: Option<usize>,
+    /// The task families of the questions it was trained on. A `learned` or `query-level`
+    /// policy answers questions of any other family directly on the largest model: the
+    /// router's predictions for a family it never saw are not evidence (the GSM8K-trained
+    /// router sent CSQA questions to the small models and scored 23% against 49%). Absent in
+    /// routers made before it was recorded: every family is routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub families: Option<Vec<TaskFamily>>,
     /// Where the weights came from (dataset, labels, seed, metrics); free-form.
     #[serde(default)]
     pub notes: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Manifest {
+    /// Whether the router was trained on questions of `family` (true when not recorded).
+    pub fn routes_family(&self, family: TaskFamily) -> bool {
+        self.families.as_ref().is_none_or(|f| f.contains(&family))
+    }
+
+    /// Record that the router has now been trained on `families` as well.
+    pub fn add_families(&mut self, families: impl IntoIterator<Item = TaskFamily>) {
+        let list = self.families.get_or_insert_with(Vec::new);
+        for f in families {
+            if !list.contains(&f) {
+                list.push(f);
+            }
+        }
+        list.sort_by_key(|f| TaskFamily::ALL.iter().position(|g| g == f));
+    }
+
     /// Where decomposing sits among the route candidates.
     pub fn decompose_at(&self) -> usize {
         self.decompose_at
@@ -258,6 +283,7 @@ impl RouterNet {
                 threshold: 0.5,
                 stage: "init".into(),
                 decompose_at: None,
+                families: None,
                 notes: Default::default(),
             },
             step,

@@ -173,6 +173,7 @@ pub fn train_sft(
     net.manifest.threshold = opts.threshold;
     net.manifest.stage = "sft".into();
     net.manifest.decompose_at = opts.decompose_at;
+    net.manifest.add_families(train.iter().map(|q| q.family));
     let steps = step_examples(&train, pool, f)?;
     let routes = route_examples(&train, pool, &net.route_candidates(), f)?;
     let tensors = |e: &Examples| -> Result<Option<[candle_core::Tensor; 3]>, RouterError> {

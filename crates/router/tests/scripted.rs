@@ -261,6 +261,37 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
         right += usize::from(got == want && a.answer == "42");
     }
     assert!(right >= test.len() - 1, "{right}/{}", test.len());
+
+    // Trained on math questions only, the router answers other families directly on the
+    // largest model, for both policies; the same question as math is routed (decomposed).
+    assert_eq!(policy.net.manifest.families, Some(vec![TaskFamily::Math]));
+    let question = &test[0].question;
+    let largest = pool.len() - 1;
+    for query_level in [false, true] {
+        let p = LearnedPolicy {
+            query_level,
+            net: policy.net.clone(),
+            features: features.clone(),
+            threshold: 0.5,
+        };
+        for family in [TaskFamily::MultipleChoice, TaskFamily::General] {
+            let route = r2_allocator::Policy::route(&p, question, family, &pool)
+                .await
+                .unwrap();
+            assert!(
+                matches!(route, r2_allocator::Route::Direct { model, .. } if model == largest),
+                "{family:?}, query_level {query_level}: {route:?}"
+            );
+        }
+    }
+    let route = r2_allocator::Policy::route(&policy, question, TaskFamily::Math, &pool)
+        .await
+        .unwrap();
+    assert!(matches!(route, r2_allocator::Route::Decompose), "{route:?}");
+    // A manifest without the field (routers made before it) routes every family.
+    let mut old = policy.net.snapshot().unwrap();
+    old.manifest.families = None;
+    assert!(old.manifest.routes_family(TaskFamily::MultipleChoice));
 }
 
 #[tokio::test]
