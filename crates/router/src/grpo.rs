@@ -186,7 +186,7 @@ impl<'a> Grpo<'a> {
     /// to `<out>.log.jsonl`; `on_iter` sees each log line.
     pub async fn train(
         &self,
-        net: RouterNet,
+        mut net: RouterNet,
         reference: &RouterNet,
         train: &[Item],
         dev: &[Item],
@@ -199,7 +199,6 @@ impl<'a> Grpo<'a> {
             ));
         }
         let o = self.options.clone();
-        let mut net = net;
         // A router that records its families has now been trained on these questions' too
         // (its evaluation and its checkpoints route them).
         if net.manifest.families.is_some() {

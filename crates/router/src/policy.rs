@@ -171,21 +171,16 @@ impl Policy for LearnedPolicy {
         family: TaskFamily,
         _pool: &Pool,
     ) -> Result<Route, PolicyError> {
-        let (_, z) = route_scores(&self.net, &self.features, question, family)?;
-        let candidates = self.net.route_candidates();
         if !self.net.manifest.routes_family(family) {
-            // Never trained on this family: its predictions are not evidence.
-            let largest = self.net.models().saturating_sub(1);
-            let score = candidates
-                .iter()
-                .position(|c| *c == RouteCandidate::Direct(largest))
-                .and_then(|i| z.get(i))
-                .map_or(1.0, |&z| sigmoid(z));
+            // Never trained on this family: its predictions are not evidence, so none is
+            // computed; a fixed route, scored like `direct:`.
             return Ok(Route::Direct {
-                model: largest,
-                score,
+                model: self.net.models().saturating_sub(1),
+                score: 1.0,
             });
         }
+        let (_, z) = route_scores(&self.net, &self.features, question, family)?;
+        let candidates = self.net.route_candidates();
         if self.query_level {
             // Only the direct options, cheapest first.
             let (idx, zs): (Vec<usize>, Vec<f64>) = candidates
