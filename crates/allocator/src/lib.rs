@@ -3,6 +3,9 @@
 //! subtask, including the final synthesis step.
 //!
 //! Baselines: `direct:<model>`, `fixed:<model>`, `random[:seed]`, `llm-rated:<model>`.
+//! Any policy may carry `+agree[:K]`: its final answers from a model below the largest are
+//! checked by self-consistency and escalated to the next model up when they disagree
+//! ([`Escalation`]).
 //! The learned router implements the same trait: its inputs (question, plan, subtask, the
 //! answers it depends on) and output (model index plus a score) are all here.
 
@@ -74,6 +77,109 @@ impl Allocation {
     }
 }
 
+/// Escalation by self-consistency, asked for with a `+agree[:K]` suffix on a policy name.
+///
+/// A final answer (a direct answer or a plan's synthesis) that came from a model below the
+/// largest is sampled `samples` more times on the same model at `temperature` (seeds
+/// 1..=K). If any sample's answer differs from the greedy one, or the greedy answer is
+/// empty, the executor asks the next model up and checks again, up to the largest model,
+/// whose answer stands. Every extra call is priced and traced like any other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Escalation {
+    pub samples: usize,
+    pub temperature: f32,
+}
+
+impl Escalation {
+    pub const DEFAULT_SAMPLES: usize = 2;
+    pub const MAX_SAMPLES: usize = 16;
+    pub const TEMPERATURE: f32 = 0.7;
+    const SUFFIX: &'static str = "+agree";
+
+    /// Split `name+agree[:K]` into the policy's own name and the escalation it asks for.
+    pub fn split(name: &str) -> Result<(&str, Option<Escalation>), PolicyError> {
+        let Some((base, rest)) = name.rsplit_once(Self::SUFFIX) else {
+            return Ok((name, None));
+        };
+        let samples = match rest {
+            "" => Self::DEFAULT_SAMPLES,
+            _ => rest
+                .strip_prefix(':')
+                .and_then(|k| k.parse::<usize>().ok())
+                .filter(|k| (1..=Self::MAX_SAMPLES).contains(k))
+                .ok_or_else(|| PolicyError::Invalid {
+                    policy: name.to_string(),
+                    reason: format!(
+                        "'{}{rest}' must be {0} or {0}:K with K from 1 to {1} extra samples",
+                        Self::SUFFIX,
+                        Self::MAX_SAMPLES
+                    ),
+                })?,
+        };
+        if base.trim().is_empty() {
+            return Err(PolicyError::Invalid {
+                policy: name.to_string(),
+                reason: format!(
+                    "'{}' follows a policy name, e.g. learned+agree:2",
+                    Self::SUFFIX
+                ),
+            });
+        }
+        Ok((
+            base,
+            Some(Escalation {
+                samples,
+                temperature: Self::TEMPERATURE,
+            }),
+        ))
+    }
+
+    /// The suffix that asks for this escalation, e.g. `+agree:2`.
+    pub fn suffix(&self) -> String {
+        format!("{}:{}", Self::SUFFIX, self.samples)
+    }
+}
+
+/// A policy whose final answers are checked by self-consistency (see [`Escalation`]).
+pub struct Escalating {
+    pub inner: Box<dyn Policy>,
+    pub escalation: Escalation,
+}
+
+impl Escalating {
+    /// Wrap `inner` when `escalation` is asked for; otherwise return it unchanged.
+    pub fn wrap(inner: Box<dyn Policy>, escalation: Option<Escalation>) -> Box<dyn Policy> {
+        match escalation {
+            Some(escalation) => Box::new(Escalating { inner, escalation }),
+            None => inner,
+        }
+    }
+}
+
+#[async_trait]
+impl Policy for Escalating {
+    fn name(&self) -> String {
+        format!("{}{}", self.inner.name(), self.escalation.suffix())
+    }
+
+    async fn route(
+        &self,
+        question: &str,
+        family: TaskFamily,
+        pool: &Pool,
+    ) -> Result<Route, PolicyError> {
+        self.inner.route(question, family, pool).await
+    }
+
+    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
+        self.inner.allocate(step).await
+    }
+
+    fn escalation(&self) -> Option<Escalation> {
+        Some(self.escalation)
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
     #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>)")]
@@ -109,12 +215,22 @@ pub trait Policy: Send + Sync {
     }
 
     async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError>;
+
+    /// Whether final answers are checked and escalated (the `+agree` suffix). Default: no.
+    fn escalation(&self) -> Option<Escalation> {
+        None
+    }
 }
 
 /// Build a policy from its name. Model ids are checked against the pool here, so a typo
 /// fails before any model runs.
 pub fn parse_policy(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyError> {
-    let name = name.trim();
+    let (name, escalation) = Escalation::split(name.trim())?;
+    Ok(Escalating::wrap(parse_base(name.trim(), pool)?, escalation))
+}
+
+/// A policy name without its `+agree` suffix.
+fn parse_base(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyError> {
     let (kind, arg) = match name.split_once(':') {
         Some((k, a)) => (k, Some(a)),
         None => (name, None),
@@ -179,5 +295,9 @@ impl Policy for Named {
 
     async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
         self.inner.allocate(step).await
+    }
+
+    fn escalation(&self) -> Option<Escalation> {
+        self.inner.escalation()
     }
 }

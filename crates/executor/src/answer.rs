@@ -123,6 +123,46 @@ pub fn final_answer(family: TaskFamily, text: &str) -> String {
     }
 }
 
+/// Whether two final answers of the same family say the same thing: the self-consistency
+/// check of escalation. Math answers compare as numbers when each holds exactly one, after
+/// the last `=` of a worked line ("$18.00" = "18 dollars" = "9 * 2 = 18"); everything else
+/// compares case- and space-insensitively. Empty answers never agree.
+pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    if family == TaskFamily::Math {
+        let result = |s: &'_ str| s.rsplit('=').next().and_then(sole_number);
+        if let (Some(x), Some(y)) = (result(a), result(b)) {
+            return x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+        }
+    }
+    let norm = |s: &str| -> String {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_end_matches('.')
+            .to_lowercase()
+    };
+    norm(a) == norm(b)
+}
+
+/// The value of the only number in `s`, if it holds exactly one.
+fn sole_number(s: &str) -> Option<f64> {
+    let runs = s
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+        .filter(|r| r.chars().any(|c| c.is_ascii_digit()))
+        .count();
+    if runs != 1 {
+        return None;
+    }
+    last_number(s)?
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+}
+
 /// A standalone option letter A–E: "C", "(C)", "C)", "C.", "option C", "**C**".
 pub fn choice_letter(s: &str) -> Option<String> {
     let t = s.trim().trim_matches(['*', '_', '`']).trim();
@@ -215,6 +255,31 @@ mod tests {
         assert_eq!(last_code_block("no code"), None);
         assert_eq!(last_boxed("\\boxed{a{b}c} and \\boxed{x"), None);
         assert_eq!(last_boxed("\\boxed{a{b}c}").as_deref(), Some("a{b}c"));
+    }
+
+    #[test]
+    fn answers_agree_by_value() {
+        let m = TaskFamily::Math;
+        assert!(same_answer(m, "18", "18"));
+        assert!(same_answer(m, "$18.00", "18 dollars"));
+        assert!(same_answer(m, "1,200", "1200"));
+        assert!(same_answer(m, "-3", "-3.0"));
+        assert!(same_answer(m, "\\$100 - \\$30 = \\$70", "70"));
+        assert!(same_answer(m, "9 - 2 = 7 hours", "7"));
+        assert!(!same_answer(m, "9 - 2 = 7", "9 - 2"));
+        assert!(!same_answer(m, "18", "-18"));
+        assert!(!same_answer(m, "18", "81"));
+        // Two numbers: compared as text, so 3/4 and 1/4 differ.
+        assert!(!same_answer(m, "3/4", "1/4"));
+        assert!(same_answer(m, "3/4", " 3/4 "));
+        assert!(!same_answer(m, "", ""));
+        assert!(!same_answer(m, "18", ""));
+        let c = TaskFamily::MultipleChoice;
+        assert!(same_answer(c, "B", "b"));
+        assert!(!same_answer(c, "B", "C"));
+        let g = TaskFamily::General;
+        assert!(same_answer(g, "Walk  twice.", "walk twice"));
+        assert!(!same_answer(g, "walk", "run"));
     }
 
     #[test]

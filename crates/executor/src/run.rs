@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
-use r2_allocator::{Allocation, Policy, PolicyError, Route, StepContext, StepKind};
+use r2_allocator::{Allocation, Escalation, Policy, PolicyError, Route, StepContext, StepKind};
 use r2_decomposer::{decompose_prompt, parse_plan, Plan, Subtask, TaskFamily};
 use r2_pool::{BackendError, ChatMessage, GenRequest, Pool, PoolCall, Sampling};
 use tracing::Instrument;
 
-use crate::answer::{final_answer, step_result};
+use crate::answer::{final_answer, same_answer, step_result};
 use crate::prompts;
 use crate::trace::{Answer, StepTrace};
 
@@ -76,6 +76,13 @@ pub struct Executor<'p> {
 struct StepOutcome {
     result: String,
     traces: Vec<StepTrace>,
+    warnings: Vec<String>,
+}
+
+/// A final answer with every call made to reach it (escalations included).
+struct Checked {
+    traces: Vec<StepTrace>,
+    answer: String,
     warnings: Vec<String>,
 }
 
@@ -148,8 +155,10 @@ impl<'p> Executor<'p> {
         model: usize,
     ) -> Result<Answer, ExecError> {
         Self::check_question(question)?;
-        let (trace, answer) = self.answer_directly(question, family, model, "1").await?;
-        Ok(finish(answer, vec![trace], Vec::new()))
+        let checked = self
+            .answer_directly(question, family, model, "1", None)
+            .await?;
+        Ok(finish(checked.answer, checked.traces, checked.warnings))
     }
 
     async fn answer_directly(
@@ -158,14 +167,88 @@ impl<'p> Executor<'p> {
         family: TaskFamily,
         model: usize,
         id: &str,
-    ) -> Result<(StepTrace, String), ExecError> {
+        escalation: Option<Escalation>,
+    ) -> Result<Checked, ExecError> {
         let request = self.request(
             prompts::direct(family, question),
             self.options.answer_max_tokens,
         );
-        let call = self.call(id, model, &request).await?;
-        let answer = final_answer(family, &call.response.text);
-        Ok((self.trace(id, question.trim(), vec![], &call), answer))
+        self.checked_answer(
+            id,
+            question.trim(),
+            vec![],
+            family,
+            model,
+            &request,
+            escalation,
+        )
+        .await
+    }
+
+    /// A final answer (direct or synthesis) from `model`. With `escalation`, an answer from
+    /// a model below the largest is sampled again on the same model; if a sample disagrees
+    /// (or no answer could be read), the next model up answers and is checked in turn.
+    #[allow(clippy::too_many_arguments)]
+    async fn checked_answer(
+        &self,
+        id: &str,
+        text: &str,
+        depends_on: Vec<String>,
+        family: TaskFamily,
+        mut model: usize,
+        request: &GenRequest,
+        escalation: Option<Escalation>,
+    ) -> Result<Checked, ExecError> {
+        let mut traces = Vec::new();
+        let mut warnings = Vec::new();
+        let mut call_id = id.to_string();
+        let mut rise = 0;
+        loop {
+            let call = self.call(&call_id, model, request).await?;
+            traces.push(self.trace(&call_id, text, depends_on.clone(), &call));
+            let answer = final_answer(family, &call.response.text);
+            let Some(esc) = escalation.filter(|_| model + 1 < self.pool.len()) else {
+                return Ok(Checked {
+                    traces,
+                    answer,
+                    warnings,
+                });
+            };
+            let mut agreed = !answer.trim().is_empty();
+            let mut sample = 0;
+            while agreed && sample < esc.samples {
+                sample += 1;
+                let mut again = request.clone();
+                again.sampling = Sampling::Temperature {
+                    temperature: esc.temperature,
+                    seed: sample as u64,
+                };
+                let sample_id = format!("{call_id}:agree{sample}");
+                let call = self.call(&sample_id, model, &again).await?;
+                traces.push(self.trace(&sample_id, text, depends_on.clone(), &call));
+                agreed = same_answer(family, &final_answer(family, &call.response.text), &answer);
+            }
+            if agreed {
+                return Ok(Checked {
+                    traces,
+                    answer,
+                    warnings,
+                });
+            }
+            let why = if answer.trim().is_empty() {
+                "gave no answer".to_string()
+            } else {
+                format!("disagreed with itself on sample {sample}")
+            };
+            warnings.push(format!(
+                "{id}: {} {why}; escalated to {}",
+                self.pool.id(model),
+                self.pool.id(model + 1)
+            ));
+            model += 1;
+            rise += 1;
+            call_id = format!("{id}:up{rise}");
+        }
     }
 
     /// The routed pipeline under `policy`, with `decomposer` writing the plan.
@@ -178,9 +261,13 @@ impl<'p> Executor<'p> {
     ) -> Result<Answer, ExecError> {
         Self::check_question(question)?;
         let span = tracing::info_span!("request", policy = policy.name().as_str());
+        let escalation = policy.escalation();
         async move {
             if let Route::Direct { model, .. } = policy.route(question, family, self.pool).await? {
-                return self.direct(question, family, model).await;
+                let checked = self
+                    .answer_directly(question, family, model, "1", escalation)
+                    .await?;
+                return Ok(finish(checked.answer, checked.traces, checked.warnings));
             }
             let mut steps = Vec::new();
             let mut warnings = Vec::new();
@@ -210,11 +297,12 @@ impl<'p> Executor<'p> {
                     .await?;
                 steps.extend(self.aux_traces(&alloc, only.id));
                 warnings.extend(alloc.warnings);
-                let (trace, answer) = self
-                    .answer_directly(question, family, alloc.model, "1")
+                let checked = self
+                    .answer_directly(question, family, alloc.model, "1", escalation)
                     .await?;
-                steps.push(trace);
-                return Ok(finish(answer, steps, warnings));
+                steps.extend(checked.traces);
+                warnings.extend(checked.warnings);
+                return Ok(finish(checked.answer, steps, warnings));
             }
 
             let outcomes = self.run_plan(policy, question, family, &plan).await?;
@@ -249,11 +337,21 @@ impl<'p> Executor<'p> {
                 prompts::synthesis(family, question, &results),
                 self.options.answer_max_tokens,
             );
-            let call = self.call("synthesis", alloc.model, &request).await?;
             let deps = synth.depends_on.iter().map(|d| d.to_string()).collect();
-            steps.push(self.trace("synthesis", &synth.text, deps, &call));
-            let answer = final_answer(family, &call.response.text);
-            Ok(finish(answer, steps, warnings))
+            let checked = self
+                .checked_answer(
+                    "synthesis",
+                    &synth.text,
+                    deps,
+                    family,
+                    alloc.model,
+                    &request,
+                    escalation,
+                )
+                .await?;
+            steps.extend(checked.traces);
+            warnings.extend(checked.warnings);
+            Ok(finish(checked.answer, steps, warnings))
         }
         .instrument(span)
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use r2_allocator::{parse_policy, FixedPolicy};
 use r2_decomposer::TaskFamily;
 use r2_executor::{ExecError, ExecOptions, Executor};
-use r2_pool::{GenRequest, Pool, PoolConfig, ScriptedBackend};
+use r2_pool::{GenRequest, Pool, PoolConfig, Sampling, ScriptedBackend};
 
 const QUESTION: &str =
     "Tom buys 4 pens at 3 dollars and 2 books at 5 dollars. How much does he spend?";
@@ -389,4 +389,145 @@ async fn the_trace_serialises_to_the_documented_schema() {
             "text"
         ]
     );
+}
+
+/// A pool where each model answers from its own script; `answers[m](req)` is model m's text.
+fn per_model_pool(answers: [fn(&GenRequest) -> String; 3]) -> (Pool, Vec<Arc<ScriptedBackend>>) {
+    let cfg = PoolConfig::embedded();
+    let mut backends = Vec::new();
+    let mut map = std::collections::HashMap::new();
+    for (m, spec) in cfg.models.iter().enumerate() {
+        let f = answers[m];
+        let b = ScriptedBackend::new(move |req| Ok(f(req)));
+        map.insert(spec.id.clone(), b.clone() as Arc<dyn r2_pool::Backend>);
+        backends.push(b);
+    }
+    (Pool::new(cfg, map).unwrap(), backends)
+}
+
+fn seed(req: &GenRequest) -> Option<u64> {
+    match req.sampling {
+        Sampling::Greedy => None,
+        Sampling::Temperature { seed, .. } => Some(seed),
+    }
+}
+
+fn exec_on(pool: &Pool) -> Executor<'_> {
+    Executor::new(pool, ExecOptions::default())
+}
+
+#[tokio::test]
+async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
+    let steady = |req: &GenRequest| match kind(req) {
+        Kind::Decompose => PLAN.to_string(),
+        Kind::Step => "RESULT: ok".to_string(),
+        _ => "ANSWER: 22".to_string(),
+    };
+    // Greedy says 21, the first sample 23: it disagrees with itself.
+    let wobbly = |req: &GenRequest| match seed(req) {
+        None => "ANSWER: 21".to_string(),
+        Some(s) => format!("ANSWER: {}", 22 + s),
+    };
+    let silent = |_: &GenRequest| "I am not sure.".to_string();
+
+    // A consistent small model keeps its answer: one greedy call and two samples.
+    let (pool, calls) = per_model_pool([silent, steady, steady]);
+    let p = parse_policy("direct:qwen2.5-coder-0.5b+agree:2", &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+agree:2");
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(a.answer, "22");
+    let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["1", "1:agree1", "1:agree2"]);
+    assert!(a.warnings.is_empty());
+    assert_eq!((calls[1].calls(), calls[2].calls()), (3, 0));
+    let total: f64 = a.steps.iter().map(|s| s.cost_usd).sum();
+    assert!(
+        (a.total_cost_usd - total).abs() < 1e-15,
+        "samples are paid for"
+    );
+
+    // A wobbly one is escalated after its first disagreeing sample.
+    let (pool, calls) = per_model_pool([silent, wobbly, steady]);
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(a.answer, "22", "the larger model's answer stands");
+    let trail: Vec<_> = a
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.model.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("1", "qwen2.5-coder-0.5b"),
+            ("1:agree1", "qwen2.5-coder-0.5b"),
+            ("1:up1", "qwen2.5-coder-1.5b"),
+        ]
+    );
+    assert_eq!(calls[2].calls(), 1, "the largest model is not re-sampled");
+    assert!(
+        a.warnings[0].contains("escalated to qwen2.5-coder-1.5b"),
+        "{:?}",
+        a.warnings
+    );
+
+    // No answer at all escalates without sampling, and climbs one model at a time.
+    let (pool, calls) = per_model_pool([silent, steady, steady]);
+    let p = parse_policy("direct:smollm2-135m+agree:1", &pool).unwrap();
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(a.answer, "22");
+    assert_eq!(
+        (calls[0].calls(), calls[1].calls(), calls[2].calls()),
+        (1, 2, 0)
+    );
+
+    // Without the suffix nothing is checked.
+    let (pool, calls) = per_model_pool([silent, wobbly, steady]);
+    let p = parse_policy("direct:qwen2.5-coder-0.5b", &pool).unwrap();
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!((a.answer.as_str(), calls[1].calls()), ("21", 1));
+
+    // A plan's synthesis is checked too; its steps are not.
+    let (pool, calls) = per_model_pool([silent, wobbly, steady]);
+    let p = parse_policy("fixed:qwen2.5-coder-0.5b+agree", &pool).unwrap();
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(a.answer, "22");
+    let last: Vec<_> = a
+        .steps
+        .iter()
+        .rev()
+        .take(2)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(last, ["synthesis:up1", "synthesis:agree1"]);
+    assert_eq!(
+        calls[1].calls(),
+        3 + 2,
+        "three steps, the synthesis and one sample"
+    );
+
+    for bad in [
+        "direct:qwen2.5-coder-0.5b+agree:0",
+        "direct:qwen2.5-coder-0.5b+agree:x",
+        "direct:qwen2.5-coder-0.5b+agree:99",
+        "direct:qwen2.5-coder-0.5b+agreed",
+        "+agree:2",
+    ] {
+        let err = parse_policy(bad, &pool).err().unwrap();
+        assert!(err.is_input_error(), "{bad}: {err}");
+    }
 }

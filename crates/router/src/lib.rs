@@ -25,7 +25,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use r2_allocator::{Named, Policy, PolicyError};
+use r2_allocator::{Escalating, Escalation, Named, Policy, PolicyError};
 use r2_models::ModelCache;
 use r2_pool::Pool;
 
@@ -217,13 +217,21 @@ fn split_threshold(policy: &str, arg: &str) -> Result<(String, Option<f64>), Pol
 }
 
 /// Every policy name: the allocator's baselines plus `learned[:<path>][@t]` (no path: the
-/// shipped router), `query-level[:<path>][@t]` and `oracle:<labels.jsonl>`.
+/// shipped router), `query-level[:<path>][@t]` and `oracle:<labels.jsonl>`, each with an
+/// optional `+agree[:K]` suffix (see [`Escalation`]).
 pub fn parse_policy(
     name: &str,
     pool: &Pool,
     env: &RouterEnv,
 ) -> Result<Box<dyn Policy>, PolicyError> {
-    let name = name.trim();
+    let (name, escalation) = Escalation::split(name.trim())?;
+    Ok(Escalating::wrap(
+        parse_base(name.trim(), pool, env)?,
+        escalation,
+    ))
+}
+
+fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy>, PolicyError> {
     let (kind, arg) = match name.split_once(':') {
         Some((k, a)) => (k, a),
         None => (name, ""),

@@ -415,6 +415,8 @@ async fn unknown_policies_and_bad_thresholds_are_input_errors() {
     for bad in [
         "learned:/nonexistent/x.safetensors",
         "learned:x@1.5",
+        "learned+agree:0",
+        "oracle:+agree",
         "oracle:",
         "oracle:/nonexistent.jsonl",
         "bogus",
@@ -456,6 +458,12 @@ async fn the_shipped_router_belongs_to_the_embedded_pool() {
         "{}",
         policy.name()
     );
+    assert!(policy.escalation().is_none());
+    // With self-consistency escalation: the same router, the suffix kept in its name.
+    let checked = r2_router::parse_policy("learned@0.7+agree:3", &pool, &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(checked.name(), "learned:shipped@0.7+agree:3");
+    assert_eq!(checked.escalation().map(|e| e.samples), Some(3));
 
     let mut cfg = PoolConfig::embedded();
     cfg.models.pop();
