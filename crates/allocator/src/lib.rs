@@ -5,7 +5,7 @@
 //! Baselines: `direct:<model>`, `fixed:<model>`, `random[:seed]`, `llm-rated:<model>`.
 //! Any policy may carry `+agree[:K]`: its final answers from a model below the largest are
 //! checked by self-consistency and escalated to the next model up when they disagree
-//! ([`Escalation`]).
+//! ([`Escalation`], [`with_escalation`]).
 //! The learned router implements the same trait: its inputs (question, plan, subtask, the
 //! answers it depends on) and output (model index plus a score) are all here.
 
@@ -140,43 +140,16 @@ impl Escalation {
     }
 }
 
-/// A policy whose final answers are checked by self-consistency (see [`Escalation`]).
-pub struct Escalating {
-    pub inner: Box<dyn Policy>,
-    pub escalation: Escalation,
-}
-
-impl Escalating {
-    /// Wrap `inner` when `escalation` is asked for; otherwise return it unchanged.
-    pub fn wrap(inner: Box<dyn Policy>, escalation: Option<Escalation>) -> Box<dyn Policy> {
-        match escalation {
-            Some(escalation) => Box::new(Escalating { inner, escalation }),
-            None => inner,
-        }
-    }
-}
-
-#[async_trait]
-impl Policy for Escalating {
-    fn name(&self) -> String {
-        format!("{}{}", self.inner.name(), self.escalation.suffix())
-    }
-
-    async fn route(
-        &self,
-        question: &str,
-        family: TaskFamily,
-        pool: &Pool,
-    ) -> Result<Route, PolicyError> {
-        self.inner.route(question, family, pool).await
-    }
-
-    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
-        self.inner.allocate(step).await
-    }
-
-    fn escalation(&self) -> Option<Escalation> {
-        Some(self.escalation)
+/// `inner` with the escalation asked for, reported under its name plus the suffix; `inner`
+/// itself when none is.
+pub fn with_escalation(inner: Box<dyn Policy>, escalation: Option<Escalation>) -> Box<dyn Policy> {
+    match escalation {
+        Some(e) => Box::new(Named {
+            name: format!("{}{}", inner.name(), e.suffix()),
+            inner,
+            escalation: Some(e),
+        }),
+        None => inner,
     }
 }
 
@@ -226,7 +199,7 @@ pub trait Policy: Send + Sync {
 /// fails before any model runs.
 pub fn parse_policy(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyError> {
     let (name, escalation) = Escalation::split(name.trim())?;
-    Ok(Escalating::wrap(parse_base(name.trim(), pool)?, escalation))
+    Ok(with_escalation(parse_base(name.trim(), pool)?, escalation))
 }
 
 /// A policy name without its `+agree` suffix.
@@ -269,13 +242,16 @@ fn parse_base(name: &str, pool: &Pool) -> Result<Box<dyn Policy>, PolicyError> {
     Ok(Box::new(Named {
         name: canonical,
         inner,
+        escalation: None,
     }))
 }
 
-/// A policy reported under the name it was built from (every policy parser wraps with it).
+/// A policy reported under the name it was built from (every policy parser wraps with it),
+/// with the escalation its name asked for.
 pub struct Named {
     pub name: String,
     pub inner: Box<dyn Policy>,
+    pub escalation: Option<Escalation>,
 }
 
 #[async_trait]
@@ -298,6 +274,6 @@ impl Policy for Named {
     }
 
     fn escalation(&self) -> Option<Escalation> {
-        self.inner.escalation()
+        self.escalation.or_else(|| self.inner.escalation())
     }
 }

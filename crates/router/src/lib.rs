@@ -25,7 +25,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use r2_allocator::{Escalating, Escalation, Named, Policy, PolicyError};
+use r2_allocator::{with_escalation, Escalation, Named, Policy, PolicyError};
 use r2_models::ModelCache;
 use r2_pool::Pool;
 
@@ -225,7 +225,7 @@ pub fn parse_policy(
     env: &RouterEnv,
 ) -> Result<Box<dyn Policy>, PolicyError> {
     let (name, escalation) = Escalation::split(name.trim())?;
-    Ok(Escalating::wrap(
+    Ok(with_escalation(
         parse_base(name.trim(), pool, env)?,
         escalation,
     ))
@@ -263,6 +263,7 @@ fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy
                     threshold,
                     query_level: kind == "query-level",
                 }),
+                escalation: None,
             }))
         }
         "oracle" => {
@@ -281,6 +282,7 @@ fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy
                     pool.config.clone(),
                     arg.clone(),
                 )),
+                escalation: None,
             }))
         }
         _ => r2_allocator::parse_policy(name, pool),
