@@ -77,10 +77,10 @@ impl Allocation {
     }
 }
 
-/// Escalation by self-consistency, asked for with a `+agree[:K]` suffix on a policy name.
+/// Escalation by self-consistency, asked for with a `+agree[:K[@T]]` suffix on a policy name.
 ///
 /// A final answer (a direct answer or a plan's synthesis) that came from a model below the
-/// largest is sampled `samples` more times on the same model at `temperature` (seeds
+/// largest is sampled `samples` more times on the same model at `temperature` (default 0.7; seeds
 /// 1..=K). If any sample's answer differs from the greedy one, or the greedy answer is
 /// empty, the executor asks the next model up and checks again, up to the largest model,
 /// whose answer stands. Every extra call is priced and traced like any other.
@@ -96,47 +96,62 @@ impl Escalation {
     pub const TEMPERATURE: f32 = 0.7;
     const SUFFIX: &'static str = "+agree";
 
-    /// Split `name+agree[:K]` into the policy's own name and the escalation it asks for.
+    /// Split `name+agree[:K[@T]]` into the policy's own name and the escalation it asks for.
     pub fn split(name: &str) -> Result<(&str, Option<Escalation>), PolicyError> {
         let Some((base, rest)) = name.rsplit_once(Self::SUFFIX) else {
             return Ok((name, None));
         };
-        let samples = match rest {
-            "" => Self::DEFAULT_SAMPLES,
-            _ => rest
-                .strip_prefix(':')
-                .and_then(|k| k.parse::<usize>().ok())
-                .filter(|k| (1..=Self::MAX_SAMPLES).contains(k))
-                .ok_or_else(|| PolicyError::Invalid {
-                    policy: name.to_string(),
-                    reason: format!(
-                        "'{}{rest}' must be {0} or {0}:K with K from 1 to {1} extra samples",
-                        Self::SUFFIX,
-                        Self::MAX_SAMPLES
-                    ),
-                })?,
+        let invalid = |reason: String| PolicyError::Invalid {
+            policy: name.to_string(),
+            reason,
         };
-        if base.trim().is_empty() {
-            return Err(PolicyError::Invalid {
-                policy: name.to_string(),
-                reason: format!(
-                    "'{}' follows a policy name, e.g. learned+agree:2",
-                    Self::SUFFIX
-                ),
-            });
+        let mut escalation = Escalation {
+            samples: Self::DEFAULT_SAMPLES,
+            temperature: Self::TEMPERATURE,
+        };
+        if !rest.is_empty() {
+            let form = || {
+                invalid(format!(
+                    "'{0}{rest}' must be {0}, {0}:K or {0}:K@T: K from 1 to {1} extra samples, \
+                     T a sampling temperature above 0 and at most 2",
+                    Self::SUFFIX,
+                    Self::MAX_SAMPLES
+                ))
+            };
+            let spec = rest.strip_prefix(':').ok_or_else(form)?;
+            let (k, t) = match spec.split_once('@') {
+                Some((k, t)) => (k, Some(t)),
+                None => (spec, None),
+            };
+            escalation.samples = k
+                .parse::<usize>()
+                .ok()
+                .filter(|k| (1..=Self::MAX_SAMPLES).contains(k))
+                .ok_or_else(form)?;
+            if let Some(t) = t {
+                escalation.temperature = t
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|t| *t > 0.0 && *t <= 2.0)
+                    .ok_or_else(form)?;
+            }
         }
-        Ok((
-            base,
-            Some(Escalation {
-                samples,
-                temperature: Self::TEMPERATURE,
-            }),
-        ))
+        if base.trim().is_empty() {
+            return Err(invalid(format!(
+                "'{}' follows a policy name, e.g. learned+agree:2",
+                Self::SUFFIX
+            )));
+        }
+        Ok((base, Some(escalation)))
     }
 
-    /// The suffix that asks for this escalation, e.g. `+agree:2`.
+    /// The suffix that asks for this escalation, e.g. `+agree:2` or `+agree:2@0.3`.
     pub fn suffix(&self) -> String {
-        format!("{}:{}", Self::SUFFIX, self.samples)
+        if self.temperature == Self::TEMPERATURE {
+            format!("{}:{}", Self::SUFFIX, self.samples)
+        } else {
+            format!("{}:{}@{}", Self::SUFFIX, self.samples, self.temperature)
+        }
     }
 }
 

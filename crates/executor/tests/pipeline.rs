@@ -520,7 +520,34 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         "three steps, the synthesis and one sample"
     );
 
+    let p = parse_policy("direct:qwen2.5-coder-0.5b+agree:3@0.3", &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+agree:3@0.3");
+    let e = p.escalation().unwrap();
+    assert_eq!((e.samples, e.temperature), (3, 0.3));
+    // Agrees with itself only when sampled at 0.3: the suffix's temperature reaches the calls.
+    let cool = |req: &GenRequest| match req.sampling {
+        Sampling::Temperature { temperature, .. } if (temperature - 0.3).abs() > 1e-6 => {
+            "ANSWER: 99".to_string()
+        }
+        _ => "ANSWER: 22".to_string(),
+    };
+    let (pool, _) = per_model_pool([silent, cool, steady]);
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!((a.steps.len(), a.warnings.len()), (4, 0));
+    let warm = parse_policy("direct:qwen2.5-coder-0.5b+agree:3", &pool).unwrap();
+    let a = exec_on(&pool)
+        .run(QUESTION, TaskFamily::Math, warm.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!((a.steps.len(), a.warnings.len()), (3, 1));
+
     for bad in [
+        "direct:qwen2.5-coder-0.5b+agree:2@0",
+        "direct:qwen2.5-coder-0.5b+agree:2@3",
+        "direct:qwen2.5-coder-0.5b+agree:2@x",
         "direct:qwen2.5-coder-0.5b+agree:0",
         "direct:qwen2.5-coder-0.5b+agree:x",
         "direct:qwen2.5-coder-0.5b+agree:99",
