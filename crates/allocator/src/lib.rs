@@ -81,8 +81,8 @@ impl Allocation {
 ///
 /// A final answer (a direct answer or a plan's synthesis) that came from a model below the
 /// largest is sampled `samples` more times on the same model at `temperature` (default 0.7; seeds
-/// 1..=K). If any sample's answer differs from the greedy one, or the greedy answer is
-/// empty, the executor asks the next model up and checks again, up to the largest model,
+/// s+1..=s+K after the answer's own seed s, 0 when it was greedy). If any sample's answer
+/// differs from the first one, or the first answer is empty, the executor asks the next model up and checks again, up to the largest model,
 /// whose answer stands. Every extra call is priced and traced like any other.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Escalation {

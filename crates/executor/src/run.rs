@@ -214,6 +214,11 @@ impl<'p> Executor<'p> {
                     warnings,
                 });
             };
+            // Seeds follow the answer's own (0 when greedy), so no sample repeats it.
+            let base_seed = match request.sampling {
+                Sampling::Temperature { seed, .. } => seed,
+                Sampling::Greedy => 0,
+            };
             let mut agreed = !answer.trim().is_empty();
             let mut sample = 0;
             while agreed && sample < esc.samples {
@@ -221,7 +226,7 @@ impl<'p> Executor<'p> {
                 let mut again = request.clone();
                 again.sampling = Sampling::Temperature {
                     temperature: esc.temperature,
-                    seed: sample as u64,
+                    seed: base_seed.wrapping_add(sample as u64),
                 };
                 let sample_id = format!("{call_id}:agree{sample}");
                 let call = self.call(&sample_id, model, &again).await?;

@@ -544,6 +544,31 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         .unwrap();
     assert_eq!((a.steps.len(), a.warnings.len()), (3, 1));
 
+    // When the answer itself was sampled (seed 5), the check's seeds follow it (6, 7).
+    let late = |req: &GenRequest| match seed(req) {
+        Some(s) if s < 5 => "ANSWER: 99".to_string(),
+        _ => "ANSWER: 22".to_string(),
+    };
+    let (pool, _) = per_model_pool([silent, late, steady]);
+    let sampled = ExecOptions {
+        sampling: Sampling::Temperature {
+            temperature: 0.7,
+            seed: 5,
+        },
+        ..ExecOptions::default()
+    };
+    let p = parse_policy("direct:qwen2.5-coder-0.5b+agree:2", &pool).unwrap();
+    let a = Executor::new(&pool, sampled)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.steps.len(), a.warnings.len()),
+        (3, 0),
+        "{:?}",
+        a.warnings
+    );
+
     for bad in [
         "direct:qwen2.5-coder-0.5b+agree:2@0",
         "direct:qwen2.5-coder-0.5b+agree:2@3",
