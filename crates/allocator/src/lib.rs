@@ -3,7 +3,7 @@
 //! subtask, including the final synthesis step.
 //!
 //! Baselines: `direct:<model>`, `fixed:<model>`, `random[:seed]`, `llm-rated:<model>`.
-//! Any policy may carry `+agree[:K]`: its final answers from a model below the largest are
+//! Any policy may carry `+agree[:K[@T]]`: its final answers from a model below the largest are
 //! checked by self-consistency and escalated to the next model up when they disagree
 //! ([`Escalation`], [`with_escalation`]).
 //! The learned router implements the same trait: its inputs (question, plan, subtask, the
@@ -98,7 +98,12 @@ impl Escalation {
 
     /// Split `name+agree[:K[@T]]` into the policy's own name and the escalation it asks for.
     pub fn split(name: &str) -> Result<(&str, Option<Escalation>), PolicyError> {
-        let Some((base, rest)) = name.rsplit_once(Self::SUFFIX) else {
+        // `+agree` ends the name or is followed by `:`; anywhere else (a path such as
+        // `runs/a+agree/r.safetensors`) it is part of the policy's own name.
+        let Some((base, rest)) = name
+            .rsplit_once(Self::SUFFIX)
+            .filter(|(_, rest)| rest.is_empty() || rest.starts_with(':'))
+        else {
             return Ok((name, None));
         };
         let invalid = |reason: String| PolicyError::Invalid {
@@ -170,7 +175,7 @@ pub fn with_escalation(inner: Box<dyn Policy>, escalation: Option<Escalation>) -
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>)")]
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]])")]
     UnknownPolicy(String),
     #[error("{0}")]
     UnknownModel(String),

@@ -373,9 +373,17 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
                 "give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)",
             )),
         };
-    let path = match args.policy.split_once(':') {
+    let (policy, escalation) = r2_allocator::Escalation::split(args.policy.trim())
+        .map_err(|e| input_error(e.to_string()))?;
+    if escalation.is_some() {
+        return Err(input_error(format!(
+            "calibrate chooses a router's threshold without escalation; drop the +agree suffix from '{}'",
+            args.policy
+        )));
+    }
+    let path = match policy.split_once(':') {
         Some(("learned", p)) => p.rsplit_once('@').map(|(p, _)| p).unwrap_or(p).to_string(),
-        None if args.policy == "learned" => r2_router::SHIPPED_NAME.to_string(),
+        None if policy == "learned" => r2_router::SHIPPED_NAME.to_string(),
         _ => {
             return Err(input_error(format!(
                 "calibrate needs a learned policy (learned:<path>), not '{}'",

@@ -124,18 +124,18 @@ pub fn final_answer(family: TaskFamily, text: &str) -> String {
 }
 
 /// Whether two final answers of the same family say the same thing: the self-consistency
-/// check of escalation. Math answers compare as numbers when each holds exactly one, after
-/// the last `=` of a worked line ("$18.00" = "18 dollars" = "9 * 2 = 18"); everything else
-/// compares case- and space-insensitively. Empty answers never agree.
+/// check of escalation. Math answers that are plain numbers compare by value (`$1,200.00` =
+/// `1200`), also as the result of a worked line (`9 * 2 = 18` = `18`); anything else
+/// compares as text, case- and space-insensitively, so `5 hours` and `5 minutes`, or
+/// `\sqrt{2}` and `2`, differ. Empty answers never agree.
 pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() || b.is_empty() {
         return false;
     }
     if family == TaskFamily::Math {
-        let result = |s: &'_ str| s.rsplit('=').next().and_then(sole_number);
-        if let (Some(x), Some(y)) = (result(a), result(b)) {
-            return x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+        if let (Some(x), Some(y)) = (plain_value(a), plain_value(b)) {
+            return x == y;
         }
     }
     let norm = |s: &str| -> String {
@@ -148,19 +148,45 @@ pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// The value of the only number in `s`, if it holds exactly one.
-fn sole_number(s: &str) -> Option<f64> {
-    let runs = s
-        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
-        .filter(|r| r.chars().any(|c| c.is_ascii_digit()))
-        .count();
-    if runs != 1 {
+/// The value of a math answer that is one plain number (`18`, `$18.00`, `\$1,200`, `-3`,
+/// `.5`), or a single worked line ending in one (`100 - 30 = 70`).
+fn plain_value(s: &str) -> Option<f64> {
+    let tail = match s.rsplit_once('=') {
+        Some((head, _)) if head.contains([',', ';', '<', '>', '≤', '≥']) => return None,
+        Some((_, tail)) => tail,
+        None => s,
+    };
+    let t = tail
+        .replace("\\(", "")
+        .replace("\\)", "")
+        .replace(['$', '\\'], "")
+        .replace('\u{2212}', "-");
+    let t = t.trim().trim_end_matches('.').trim_end();
+    let (negative, body) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, t),
+    };
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let digits = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
+    if frac.is_some_and(|f| !digits(f)) {
         return None;
     }
-    last_number(s)?
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite())
+    // Commas only as thousands separators: `1,200` but not `1,5`.
+    let mut groups = int.split(',');
+    let first = groups.next().unwrap_or("");
+    let grouped = int.contains(',');
+    let int_ok = (first.is_empty() && frac.is_some() && !grouped)
+        || (digits(first) && (!grouped || first.len() <= 3))
+            && groups.all(|g| g.len() == 3 && digits(g));
+    if !int_ok {
+        return None;
+    }
+    let plain: String = body.chars().filter(|c| *c != ',').collect();
+    let v: f64 = format!("0{plain}").parse().ok()?;
+    v.is_finite().then_some(if negative { -v } else { v })
 }
 
 /// A standalone option letter A–E: "C", "(C)", "C)", "C.", "option C", "**C**".
@@ -261,19 +287,36 @@ mod tests {
     fn answers_agree_by_value() {
         let m = TaskFamily::Math;
         assert!(same_answer(m, "18", "18"));
-        assert!(same_answer(m, "$18.00", "18 dollars"));
-        assert!(same_answer(m, "1,200", "1200"));
+        assert!(same_answer(m, "$18.00", "18"));
+        assert!(same_answer(m, "\\$1,200", "1200"));
         assert!(same_answer(m, "-3", "-3.0"));
+        assert!(same_answer(m, "\u{2212}3", "-3"));
+        assert!(same_answer(m, ".5", "0.50"));
+        assert!(same_answer(m, "18.", "18"));
         assert!(same_answer(m, "\\$100 - \\$30 = \\$70", "70"));
-        assert!(same_answer(m, "9 - 2 = 7 hours", "7"));
-        assert!(!same_answer(m, "9 - 2 = 7", "9 - 2"));
-        assert!(!same_answer(m, "18", "-18"));
-        assert!(!same_answer(m, "18", "81"));
-        // Two numbers: compared as text, so 3/4 and 1/4 differ.
-        assert!(!same_answer(m, "3/4", "1/4"));
+        assert!(same_answer(m, "9 - 2 = 7", "7"));
         assert!(same_answer(m, "3/4", " 3/4 "));
-        assert!(!same_answer(m, "", ""));
-        assert!(!same_answer(m, "18", ""));
+        for (a, b) in [
+            ("18", "-18"),
+            ("18", "81"),
+            ("-$5", "5"),
+            ("\u{2212}3", "3"),
+            (".50", "50"),
+            ("1,5", "15"),
+            ("1000000000", "1000000001"),
+            ("3/4", "1/4"),
+            ("\\sqrt{2}", "2"),
+            ("2\\pi", "2"),
+            ("x > 3", "x < 3"),
+            ("x \\le 3", "x \\ge 3"),
+            ("x = 5, y = 3", "x = 4, y = 3"),
+            ("5 hours", "5 minutes"),
+            ("9 - 2 = 7", "9 - 2"),
+            ("", ""),
+            ("18", ""),
+        ] {
+            assert!(!same_answer(m, a, b), "{a} vs {b}");
+        }
         let c = TaskFamily::MultipleChoice;
         assert!(same_answer(c, "B", "b"));
         assert!(!same_answer(c, "B", "C"));

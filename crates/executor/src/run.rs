@@ -205,6 +205,7 @@ impl<'p> Executor<'p> {
         let mut rise = 0;
         loop {
             let call = self.call(&call_id, model, request).await?;
+            let answered = traces.len();
             traces.push(self.trace(&call_id, text, depends_on.clone(), &call));
             let answer = final_answer(family, &call.response.text);
             let Some(esc) = escalation.filter(|_| model + 1 < self.pool.len()) else {
@@ -234,6 +235,9 @@ impl<'p> Executor<'p> {
                 agreed = same_answer(family, &final_answer(family, &call.response.text), &answer);
             }
             if agreed {
+                // The step whose answer stands is the last one (what graders read).
+                let kept = traces.remove(answered);
+                traces.push(kept);
                 return Ok(Checked {
                     traces,
                     answer,
