@@ -87,8 +87,10 @@ pub struct AskArgs {
     /// The question; `-` reads it from standard input.
     pub question: String,
     /// Allocation policy: learned[:<path>][@t], query-level[:<path>][@t], fixed:<model>,
-    /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>.
-    /// Default: the config's `policy` (the embedded pool's is the shipped router).
+    /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>; any of them
+    /// followed by +agree[:K[@T]] checks answers from smaller models by K samples and
+    /// escalates on disagreement. Default: the config's `policy` (the embedded pool's is
+    /// the shipped router).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
     /// Model that writes the plan. Default: the config's `decomposer` (the largest model).
@@ -202,7 +204,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
-    /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>.
+    /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
+    /// any of them followed by +agree[:K[@T]] (self-consistency escalation).
     /// Default: the config's `policy` (the embedded pool's is the shipped router).
     #[arg(long)]
     pub policy: Vec<String>,
