@@ -174,13 +174,16 @@ fn plain_value(s: &str) -> Option<f64> {
     if frac.is_some_and(|f| !digits(f)) {
         return None;
     }
-    // Commas only as thousands separators: `1,200` but not `1,5`.
-    let mut groups = int.split(',');
-    let first = groups.next().unwrap_or("");
-    let grouped = int.contains(',');
-    let int_ok = (first.is_empty() && frac.is_some() && !grouped)
-        || (digits(first) && (!grouped || first.len() <= 3))
-            && groups.all(|g| g.len() == 3 && digits(g));
+    let int_ok = if int.is_empty() {
+        frac.is_some() // `.5`
+    } else {
+        // Commas only as thousands separators: `1,200` but not `1,5`.
+        let mut groups = int.split(',');
+        let first = groups.next().unwrap_or("");
+        digits(first)
+            && (!int.contains(',') || first.len() <= 3)
+            && groups.all(|g| g.len() == 3 && digits(g))
+    };
     if !int_ok {
         return None;
     }

@@ -155,8 +155,19 @@ impl<'p> Executor<'p> {
         model: usize,
     ) -> Result<Answer, ExecError> {
         Self::check_question(question)?;
+        self.direct_with(question, family, model, None).await
+    }
+
+    /// A direct answer as the whole result, checked when `escalation` asks for it.
+    async fn direct_with(
+        &self,
+        question: &str,
+        family: TaskFamily,
+        model: usize,
+        escalation: Option<Escalation>,
+    ) -> Result<Answer, ExecError> {
         let checked = self
-            .answer_directly(question, family, model, "1", None)
+            .answer_directly(question, family, model, "1", escalation)
             .await?;
         Ok(finish(checked.answer, checked.traces, checked.warnings))
     }
@@ -203,6 +214,11 @@ impl<'p> Executor<'p> {
         let mut warnings = Vec::new();
         let mut call_id = id.to_string();
         let mut rise = 0;
+        // Sample seeds follow the answer's own (0 when greedy), so no sample repeats it.
+        let base_seed = match request.sampling {
+            Sampling::Temperature { seed, .. } => seed,
+            Sampling::Greedy => 0,
+        };
         loop {
             let call = self.call(&call_id, model, request).await?;
             let answered = traces.len();
@@ -214,11 +230,6 @@ impl<'p> Executor<'p> {
                     answer,
                     warnings,
                 });
-            };
-            // Seeds follow the answer's own (0 when greedy), so no sample repeats it.
-            let base_seed = match request.sampling {
-                Sampling::Temperature { seed, .. } => seed,
-                Sampling::Greedy => 0,
             };
             let mut agreed = !answer.trim().is_empty();
             let mut sample = 0;
@@ -273,10 +284,7 @@ impl<'p> Executor<'p> {
         let escalation = policy.escalation();
         async move {
             if let Route::Direct { model, .. } = policy.route(question, family, self.pool).await? {
-                let checked = self
-                    .answer_directly(question, family, model, "1", escalation)
-                    .await?;
-                return Ok(finish(checked.answer, checked.traces, checked.warnings));
+                return self.direct_with(question, family, model, escalation).await;
             }
             let mut steps = Vec::new();
             let mut warnings = Vec::new();

@@ -412,8 +412,19 @@ fn seed(req: &GenRequest) -> Option<u64> {
     }
 }
 
-fn exec_on(pool: &Pool) -> Executor<'_> {
-    Executor::new(pool, ExecOptions::default())
+/// `policy` once on a pool of per-model scripts; the answer and each model's backend.
+async fn run_on(
+    answers: [fn(&GenRequest) -> String; 3],
+    policy: &str,
+    options: ExecOptions,
+) -> (r2_executor::Answer, Vec<Arc<ScriptedBackend>>) {
+    let (pool, calls) = per_model_pool(answers);
+    let p = parse_policy(policy, &pool).unwrap();
+    let a = Executor::new(&pool, options)
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    (a, calls)
 }
 
 #[tokio::test]
@@ -429,15 +440,12 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         Some(s) => format!("ANSWER: {}", 22 + s),
     };
     let silent = |_: &GenRequest| "I am not sure.".to_string();
+    let (pool, _) = per_model_pool([silent, steady, steady]);
+    let small = "direct:qwen2.5-coder-0.5b+agree:2";
+    assert_eq!(parse_policy(small, &pool).unwrap().name(), small);
 
     // A consistent small model keeps its answer: one greedy call and two samples.
-    let (pool, calls) = per_model_pool([silent, steady, steady]);
-    let p = parse_policy("direct:qwen2.5-coder-0.5b+agree:2", &pool).unwrap();
-    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+agree:2");
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, calls) = run_on([silent, steady, steady], small, ExecOptions::default()).await;
     assert_eq!(a.answer, "22");
     // The answer that stands is the last step, after the samples that confirmed it.
     let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
@@ -451,11 +459,7 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     );
 
     // A wobbly one is escalated after its first disagreeing sample.
-    let (pool, calls) = per_model_pool([silent, wobbly, steady]);
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, calls) = run_on([silent, wobbly, steady], small, ExecOptions::default()).await;
     assert_eq!(a.answer, "22", "the larger model's answer stands");
     let trail: Vec<_> = a
         .steps
@@ -478,12 +482,12 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     );
 
     // No answer at all escalates without sampling, and climbs one model at a time.
-    let (pool, calls) = per_model_pool([silent, steady, steady]);
-    let p = parse_policy("direct:smollm2-135m+agree:1", &pool).unwrap();
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, calls) = run_on(
+        [silent, steady, steady],
+        "direct:smollm2-135m+agree:1",
+        ExecOptions::default(),
+    )
+    .await;
     assert_eq!(a.answer, "22");
     assert_eq!(
         (calls[0].calls(), calls[1].calls(), calls[2].calls()),
@@ -491,21 +495,21 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     );
 
     // Without the suffix nothing is checked.
-    let (pool, calls) = per_model_pool([silent, wobbly, steady]);
-    let p = parse_policy("direct:qwen2.5-coder-0.5b", &pool).unwrap();
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, calls) = run_on(
+        [silent, wobbly, steady],
+        "direct:qwen2.5-coder-0.5b",
+        ExecOptions::default(),
+    )
+    .await;
     assert_eq!((a.answer.as_str(), calls[1].calls()), ("21", 1));
 
     // A plan's synthesis is checked too; its steps are not.
-    let (pool, calls) = per_model_pool([silent, wobbly, steady]);
-    let p = parse_policy("fixed:qwen2.5-coder-0.5b+agree", &pool).unwrap();
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, calls) = run_on(
+        [silent, wobbly, steady],
+        "fixed:qwen2.5-coder-0.5b+agree",
+        ExecOptions::default(),
+    )
+    .await;
     assert_eq!(a.answer, "22");
     let last: Vec<_> = a
         .steps
@@ -521,8 +525,9 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         "three steps, the synthesis and one sample"
     );
 
-    let p = parse_policy("direct:qwen2.5-coder-0.5b+agree:3@0.3", &pool).unwrap();
-    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+agree:3@0.3");
+    let cooled = "direct:qwen2.5-coder-0.5b+agree:3@0.3";
+    let p = parse_policy(cooled, &pool).unwrap();
+    assert_eq!(p.name(), cooled);
     let e = p.escalation().unwrap();
     assert_eq!((e.samples, e.temperature), (3, 0.3));
     // Agrees with itself only when sampled at 0.3: the suffix's temperature reaches the calls.
@@ -532,17 +537,14 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         }
         _ => "ANSWER: 22".to_string(),
     };
-    let (pool, _) = per_model_pool([silent, cool, steady]);
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, _) = run_on([silent, cool, steady], cooled, ExecOptions::default()).await;
     assert_eq!((a.steps.len(), a.warnings.len()), (4, 0));
-    let warm = parse_policy("direct:qwen2.5-coder-0.5b+agree:3", &pool).unwrap();
-    let a = exec_on(&pool)
-        .run(QUESTION, TaskFamily::Math, warm.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, _) = run_on(
+        [silent, cool, steady],
+        "direct:qwen2.5-coder-0.5b+agree:3",
+        ExecOptions::default(),
+    )
+    .await;
     assert_eq!((a.steps.len(), a.warnings.len()), (3, 1));
 
     // When the answer itself was sampled (seed 5), the check's seeds follow it (6, 7).
@@ -550,7 +552,6 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         Some(s) if s < 5 => "ANSWER: 99".to_string(),
         _ => "ANSWER: 22".to_string(),
     };
-    let (pool, _) = per_model_pool([silent, late, steady]);
     let sampled = ExecOptions {
         sampling: Sampling::Temperature {
             temperature: 0.7,
@@ -558,11 +559,7 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         },
         ..ExecOptions::default()
     };
-    let p = parse_policy("direct:qwen2.5-coder-0.5b+agree:2", &pool).unwrap();
-    let a = Executor::new(&pool, sampled)
-        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
-        .await
-        .unwrap();
+    let (a, _) = run_on([silent, late, steady], small, sampled).await;
     assert_eq!(
         (a.steps.len(), a.warnings.len()),
         (3, 0),
