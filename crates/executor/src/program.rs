@@ -1,0 +1,714 @@
+//! A tiny, safe interpreter for the straight-line arithmetic programs a model writes to
+//! check its own maths answer (escalation's `+program` check).
+//!
+//! It reads a subset of Python: assignments of arithmetic expressions to names
+//! (`total = price * 3`, `left -= 2`), `print(expr)`, comments, `import math`, numbers
+//! (`1_000`, `2.5`, `1e3`), `+ - * / // % **` with Python's precedence and semantics,
+//! parentheses, and the functions `round`, `abs`, `min`, `max`, `int`, `float`,
+//! `math.ceil`, `math.floor` and `math.sqrt`. Nothing else runs: any other statement
+//! (loops, conditionals, definitions, calls) is an error, so a program that needs them
+//! gives no value and the answer escalates. There is no I/O and no unbounded work:
+//! nesting and exponents are bounded.
+//!
+//! The program's value is the variable `answer` if it is assigned, else the last value
+//! printed, else the last value assigned.
+
+use std::collections::HashMap;
+
+/// Why a program gave no value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("line {line}: {reason}")]
+    Syntax { line: usize, reason: String },
+    #[error("line {line}: '{name}' is not defined")]
+    Undefined { line: usize, name: String },
+    #[error("line {line}: {reason}")]
+    Arithmetic { line: usize, reason: String },
+    #[error("the program assigns and prints nothing")]
+    Empty,
+    #[error("the program's code block is never closed (cut off)")]
+    CutOff,
+}
+
+/// The value of the first fenced code block of `text` (or of `text` itself when it has
+/// none), run as a program.
+pub fn run_program(text: &str) -> Result<f64, ProgramError> {
+    let code = match first_code_block(text) {
+        Some(Some(code)) => code,
+        // An open fence never closed: the model ran out of tokens mid-program.
+        Some(None) => return Err(ProgramError::CutOff),
+        None => text,
+    };
+    let tokens = tokenize(code)?;
+    let mut env: HashMap<String, f64> = HashMap::new();
+    let mut printed = None;
+    let mut last = None;
+    for (line, statement) in statements(&tokens) {
+        match Statement::read(line, &statement)? {
+            Statement::Skip => {}
+            Statement::Print(args) => {
+                if let Some(arg) = args.last() {
+                    printed = Some(Parser::new(line, arg, &env).whole()?);
+                }
+            }
+            Statement::Assign { name, op, value } => {
+                let rhs = Parser::new(line, value, &env).whole()?;
+                let v = match op {
+                    None => rhs,
+                    Some(op) => {
+                        let lhs = *env.get(name).ok_or_else(|| ProgramError::Undefined {
+                            line,
+                            name: name.to_string(),
+                        })?;
+                        binary(line, op, lhs, rhs)?
+                    }
+                };
+                env.insert(name.to_string(), v);
+                last = Some(v);
+            }
+        }
+    }
+    env.get("answer")
+        .copied()
+        .or(printed)
+        .or(last)
+        .ok_or(ProgramError::Empty)
+}
+
+/// The body of the first ```-fenced block if there is one (`None` inside when the block
+/// is never closed).
+fn first_code_block(text: &str) -> Option<Option<&str>> {
+    let open = text.find("```")?;
+    let rest = &text[open + 3..];
+    let Some(newline) = rest.find('\n') else {
+        return Some(None);
+    };
+    let body = &rest[newline + 1..];
+    Some(body.find("```").map(|end| &body[..end]))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok<'a> {
+    Num(f64),
+    Name(&'a str),
+    Str,
+    Op(&'static str),
+    End,
+}
+
+const OPS: [&str; 22] = [
+    "**=", "//=", "**", "//", "+=", "-=", "*=", "/=", "%=", "==", "!=", "<=", ">=", "+", "-", "*",
+    "/", "%", "(", ")", ",", "=",
+];
+const OTHER_OPS: [&str; 6] = [".", "<", ">", ":", "[", "]"];
+
+/// Tokens with their line numbers; `End` closes each logical line (newlines inside
+/// parentheses continue the line, as in Python).
+fn tokenize(code: &str) -> Result<Vec<(usize, Tok<'_>)>, ProgramError> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut line = 1;
+    let b = code.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i] as char;
+        let syntax = move |reason: String| ProgramError::Syntax { line, reason };
+        match c {
+            '\n' | ';' => {
+                if c == '\n' {
+                    line += 1;
+                }
+                if depth == 0 {
+                    out.push((line, Tok::End));
+                }
+                i += 1;
+            }
+            '#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            '\\' if b.get(i + 1) == Some(&b'\n') => {
+                line += 1;
+                i += 2;
+            }
+            c if c.is_whitespace() => i += 1,
+            c if c.is_ascii_digit()
+                || (c == '.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
+            {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_')
+                {
+                    // An exponent's sign belongs to the number: `1e-3`.
+                    if (b[i] == b'e' || b[i] == b'E')
+                        && matches!(b.get(i + 1), Some(b'+') | Some(b'-'))
+                    {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                let lit = &code[start..i];
+                let v: f64 = lit
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| syntax(format!("'{lit}' is not a number")))?;
+                out.push((line, Tok::Num(v)));
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                let word = &code[start..i];
+                // String prefixes: f"...", r'...'
+                if matches!(b.get(i), Some(b'"') | Some(b'\''))
+                    && word.len() <= 2
+                    && word.chars().all(|c| "fFrRbBuU".contains(c))
+                {
+                    continue;
+                }
+                out.push((line, Tok::Name(word)));
+            }
+            '"' | '\'' => {
+                let triple = code[i..].starts_with(if c == '"' { "\"\"\"" } else { "'''" });
+                let quote = if triple {
+                    &code[i..i + 3]
+                } else {
+                    &code[i..i + 1]
+                };
+                let mut j = i + quote.len();
+                loop {
+                    if j >= b.len() || (!triple && b[j] == b'\n') {
+                        return Err(syntax("unterminated string".into()));
+                    }
+                    if b[j] == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if b[j..].starts_with(quote.as_bytes()) {
+                        break;
+                    }
+                    if b[j] == b'\n' {
+                        line += 1;
+                    }
+                    j += 1;
+                }
+                i = j + quote.len();
+                out.push((line, Tok::Str));
+            }
+            _ => {
+                let rest = &code[i..];
+                let op = OPS
+                    .iter()
+                    .chain(OTHER_OPS.iter())
+                    .find(|op| rest.starts_with(**op))
+                    .ok_or_else(|| {
+                        syntax(format!(
+                            "unexpected '{}'",
+                            rest.chars().next().unwrap_or(' ')
+                        ))
+                    })?;
+                match *op {
+                    "(" | "[" => depth += 1,
+                    ")" | "]" => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                out.push((line, Tok::Op(op)));
+                i += op.len();
+            }
+        }
+    }
+    out.push((line, Tok::End));
+    Ok(out)
+}
+
+/// The logical lines: each a non-empty run of tokens between `End`s, with its line number.
+fn statements<'t, 'a>(
+    tokens: &'t [(usize, Tok<'a>)],
+) -> impl Iterator<Item = (usize, Vec<Tok<'a>>)> + 't {
+    tokens
+        .split(|(_, t)| *t == Tok::End)
+        .filter(|s| !s.is_empty())
+        .map(|s| (s[0].0, s.iter().map(|(_, t)| t.clone()).collect()))
+}
+
+enum Statement<'s, 'a> {
+    Skip,
+    Print(Vec<&'s [Tok<'a>]>),
+    Assign {
+        name: &'a str,
+        op: Option<&'static str>,
+        value: &'s [Tok<'a>],
+    },
+}
+
+impl<'s, 'a> Statement<'s, 'a> {
+    fn read(line: usize, s: &'s [Tok<'a>]) -> Result<Self, ProgramError> {
+        let unsupported = || ProgramError::Syntax {
+            line,
+            reason: "only assignments of arithmetic and print(...) are supported".into(),
+        };
+        match s {
+            [Tok::Str] => Ok(Statement::Skip), // a docstring
+            [Tok::Name("import"), Tok::Name("math")] => Ok(Statement::Skip),
+            [Tok::Name("print"), Tok::Op("("), inner @ .., Tok::Op(")")] => {
+                // Prints of text (`print(f"... {x}")`) say nothing we can read.
+                if inner.contains(&Tok::Str) {
+                    return Ok(Statement::Skip);
+                }
+                Ok(Statement::Print(split_args(inner)))
+            }
+            [Tok::Name(name), Tok::Op(op), value @ ..] if is_name(name) => {
+                let op = match *op {
+                    "=" => None,
+                    "+=" => Some("+"),
+                    "-=" => Some("-"),
+                    "*=" => Some("*"),
+                    "/=" => Some("/"),
+                    "//=" => Some("//"),
+                    "%=" => Some("%"),
+                    "**=" => Some("**"),
+                    _ => return Err(unsupported()),
+                };
+                Ok(Statement::Assign { name, op, value })
+            }
+            _ => Err(unsupported()),
+        }
+    }
+}
+
+fn is_name(word: &str) -> bool {
+    !KEYWORDS.contains(&word)
+}
+
+const KEYWORDS: [&str; 20] = [
+    "if", "else", "elif", "for", "while", "def", "return", "import", "from", "class", "lambda",
+    "True", "False", "None", "and", "or", "not", "in", "is", "print",
+];
+
+/// Top-level comma-separated arguments.
+fn split_args<'s, 'a>(toks: &'s [Tok<'a>]) -> Vec<&'s [Tok<'a>]> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Op("(") => depth += 1,
+            Tok::Op(")") => depth -= 1,
+            Tok::Op(",") if depth == 0 => {
+                out.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < toks.len() {
+        out.push(&toks[start..]);
+    }
+    out
+}
+
+/// Functions callable by their bare name, as in Python without imports.
+const BUILTINS: [&str; 6] = ["abs", "int", "float", "round", "min", "max"];
+
+const MAX_DEPTH: usize = 64;
+const MAX_EXPONENT: f64 = 64.0;
+
+/// Evaluates one expression as it parses it (precedence climbing).
+struct Parser<'s, 'a, 'e> {
+    line: usize,
+    toks: &'s [Tok<'a>],
+    pos: usize,
+    env: &'e HashMap<String, f64>,
+    depth: usize,
+}
+
+impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
+    fn new(line: usize, toks: &'s [Tok<'a>], env: &'e HashMap<String, f64>) -> Self {
+        Parser {
+            line,
+            toks,
+            pos: 0,
+            env,
+            depth: 0,
+        }
+    }
+
+    fn syntax(&self, reason: impl Into<String>) -> ProgramError {
+        ProgramError::Syntax {
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+
+    fn peek(&self) -> Option<&Tok<'a>> {
+        self.toks.get(self.pos)
+    }
+
+    fn eat(&mut self, op: &'static str) -> bool {
+        let found = self.peek() == Some(&Tok::Op(op));
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    /// The whole token run as one expression.
+    fn whole(mut self) -> Result<f64, ProgramError> {
+        if self.toks.is_empty() {
+            return Err(self.syntax("missing expression"));
+        }
+        let v = self.expr()?;
+        if self.pos != self.toks.len() {
+            return Err(self.syntax("unexpected text after the expression"));
+        }
+        Ok(v)
+    }
+
+    fn expr(&mut self) -> Result<f64, ProgramError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.syntax("expression nested too deeply"));
+        }
+        let mut v = self.term()?;
+        while let Some(Tok::Op(op @ ("+" | "-"))) = self.peek().cloned() {
+            self.pos += 1;
+            let r = self.term()?;
+            v = binary(self.line, op, v, r)?;
+        }
+        self.depth -= 1;
+        Ok(v)
+    }
+
+    fn term(&mut self) -> Result<f64, ProgramError> {
+        let mut v = self.unary()?;
+        while let Some(Tok::Op(op @ ("*" | "/" | "//" | "%"))) = self.peek().cloned() {
+            self.pos += 1;
+            let r = self.unary()?;
+            v = binary(self.line, op, v, r)?;
+        }
+        Ok(v)
+    }
+
+    /// Unary signs bind looser than `**` on their right: `-2 ** 2` is -4.
+    fn unary(&mut self) -> Result<f64, ProgramError> {
+        match self.peek() {
+            Some(Tok::Op("-")) => {
+                self.pos += 1;
+                self.descend(|p| p.unary()).map(|v| -v)
+            }
+            Some(Tok::Op("+")) => {
+                self.pos += 1;
+                self.descend(|p| p.unary())
+            }
+            _ => self.power(),
+        }
+    }
+
+    fn descend(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<f64, ProgramError>,
+    ) -> Result<f64, ProgramError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.syntax("expression nested too deeply"));
+        }
+        let v = f(self)?;
+        self.depth -= 1;
+        Ok(v)
+    }
+
+    /// `**` is right-associative and its exponent may carry a sign: `2 ** -1`.
+    fn power(&mut self) -> Result<f64, ProgramError> {
+        let base = self.atom()?;
+        if self.peek() == Some(&Tok::Op("**")) {
+            self.pos += 1;
+            let exp = self.descend(|p| p.unary())?;
+            return binary(self.line, "**", base, exp);
+        }
+        Ok(base)
+    }
+
+    fn atom(&mut self) -> Result<f64, ProgramError> {
+        let Some(tok) = self.peek().cloned() else {
+            return Err(self.syntax("missing expression"));
+        };
+        self.pos += 1;
+        match tok {
+            Tok::Num(v) => Ok(v),
+            Tok::Op("(") => {
+                let v = self.descend(|p| p.expr())?;
+                if !self.eat(")") {
+                    return Err(self.syntax("missing ')'"));
+                }
+                Ok(v)
+            }
+            Tok::Name("math") if self.eat(".") => match self.peek().cloned() {
+                Some(Tok::Name(f @ ("ceil" | "floor" | "sqrt"))) => {
+                    self.pos += 1;
+                    let args = self.call_args()?;
+                    self.apply(f, &args)
+                }
+                _ => Err(self.syntax("only math.ceil, math.floor and math.sqrt are supported")),
+            },
+            Tok::Name(name) if self.peek() == Some(&Tok::Op("(")) => {
+                if !BUILTINS.contains(&name) {
+                    return Err(self.syntax(format!("the function '{name}' is not supported")));
+                }
+                let args = self.call_args()?;
+                self.apply(name, &args)
+            }
+            Tok::Name(name) if is_name(name) => {
+                self.env
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| ProgramError::Undefined {
+                        line: self.line,
+                        name: name.to_string(),
+                    })
+            }
+            Tok::Str => Err(self.syntax("text is not a number")),
+            other => Err(self.syntax(format!("unexpected {}", describe(&other)))),
+        }
+    }
+
+    fn call_args(&mut self) -> Result<Vec<f64>, ProgramError> {
+        if !self.eat("(") {
+            return Err(self.syntax("missing '('"));
+        }
+        let mut args = Vec::new();
+        if self.eat(")") {
+            return Ok(args);
+        }
+        loop {
+            args.push(self.descend(|p| p.expr())?);
+            if self.eat(")") {
+                return Ok(args);
+            }
+            if !self.eat(",") {
+                return Err(self.syntax("missing ')'"));
+            }
+        }
+    }
+
+    fn apply(&self, f: &str, args: &[f64]) -> Result<f64, ProgramError> {
+        let arity = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(self.syntax(format!("{f}() takes {n} argument(s), got {}", args.len())))
+            }
+        };
+        let v = match f {
+            "abs" => {
+                arity(1)?;
+                args[0].abs()
+            }
+            "int" => {
+                arity(1)?;
+                args[0].trunc()
+            }
+            "float" => {
+                arity(1)?;
+                args[0]
+            }
+            "ceil" => {
+                arity(1)?;
+                args[0].ceil()
+            }
+            "floor" => {
+                arity(1)?;
+                args[0].floor()
+            }
+            "sqrt" => {
+                arity(1)?;
+                if args[0] < 0.0 {
+                    return Err(ProgramError::Arithmetic {
+                        line: self.line,
+                        reason: "square root of a negative number".into(),
+                    });
+                }
+                args[0].sqrt()
+            }
+            // Python rounds halves to even.
+            "round" => match args {
+                [x] => x.round_ties_even(),
+                [x, n] if n.fract() == 0.0 && n.abs() <= 12.0 => {
+                    let scale = 10f64.powi(*n as i32);
+                    (x * scale).round_ties_even() / scale
+                }
+                _ => return Err(self.syntax("round() takes a number and optional digits")),
+            },
+            "min" | "max" if !args.is_empty() => {
+                let pick = if f == "min" { f64::min } else { f64::max };
+                args.iter().copied().fold(args[0], pick)
+            }
+            _ => return Err(self.syntax(format!("the function '{f}' is not supported"))),
+        };
+        finite(self.line, v)
+    }
+}
+
+fn describe(tok: &Tok) -> String {
+    match tok {
+        Tok::Num(v) => format!("number {v}"),
+        Tok::Name(n) => format!("'{n}'"),
+        Tok::Str => "text".into(),
+        Tok::Op(o) => format!("'{o}'"),
+        Tok::End => "end of line".into(),
+    }
+}
+
+fn finite(line: usize, v: f64) -> Result<f64, ProgramError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(ProgramError::Arithmetic {
+            line,
+            reason: "the result is not a finite number".into(),
+        })
+    }
+}
+
+/// Python's arithmetic on two numbers.
+fn binary(line: usize, op: &str, a: f64, b: f64) -> Result<f64, ProgramError> {
+    let arith = |reason: &str| ProgramError::Arithmetic {
+        line,
+        reason: reason.into(),
+    };
+    let v = match op {
+        "+" => a + b,
+        "-" => a - b,
+        "*" => a * b,
+        "/" | "//" | "%" if b == 0.0 => return Err(arith("division by zero")),
+        "/" => a / b,
+        "//" => (a / b).floor(),
+        // The result takes the divisor's sign.
+        "%" => a - b * (a / b).floor(),
+        "**" => {
+            if b.abs() > MAX_EXPONENT {
+                return Err(arith("exponent too large"));
+            }
+            if a == 0.0 && b < 0.0 {
+                return Err(arith("zero raised to a negative power"));
+            }
+            if a < 0.0 && b.fract() != 0.0 {
+                return Err(arith("fractional power of a negative number"));
+            }
+            a.powf(b)
+        }
+        _ => return Err(arith("unknown operator")),
+    };
+    finite(line, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(code: &str) -> f64 {
+        run_program(code).unwrap_or_else(|e| panic!("{code:?}: {e}"))
+    }
+
+    #[test]
+    fn runs_what_small_models_write() {
+        let text = "```python\n# Define the number of eggs per day\neggs_per_day = 16\n\n\
+                    eggs_sold = eggs_per_day - 3 - 4  # eaten and baked\nrevenue = eggs_sold * 2\n\
+                    answer = revenue\nprint(answer)\n```\n```output\n99\n```";
+        assert_eq!(value(text), 18.0);
+        // No `answer`: the last printed value, else the last assigned.
+        assert_eq!(value("a = 2\nb = a / 2\nprint(a + b)\nc = 100"), 3.0);
+        assert_eq!(value("a = 2\nb = a * 21"), 42.0);
+        assert_eq!(value("x = 10 / 3\nx -= 1\nx *= 3\nanswer = x"), 7.0);
+        assert_eq!(
+            value("import math\ntotal = (1_000 +\n   500)\nanswer = math.ceil(total / 7)"),
+            215.0
+        );
+        assert_eq!(
+            value("a = 5; b = 2\nprint(\"Total:\", a)\nanswer = a // b"),
+            2.0
+        );
+    }
+
+    #[test]
+    fn follows_python_arithmetic() {
+        let cases = [
+            ("-2 ** 2", -4.0),
+            ("2 ** -1", 0.5),
+            ("2 ** 3 ** 2", 512.0),
+            ("7 // 2", 3.0),
+            ("-7 // 2", -4.0),
+            ("-7 % 3", 2.0),
+            ("7 % -3", -2.0),
+            ("1 + 2 * 3 - 4 / 2", 5.0),
+            ("(1 + 2) * 3", 9.0),
+            ("round(2.5)", 2.0),
+            ("round(3.5)", 4.0),
+            ("round(2.675, 1)", 2.7),
+            ("int(-3.7)", -3.0),
+            ("min(4, 2, 9) + max(1, 5)", 7.0),
+            ("abs(-3) + float(2)", 5.0),
+            ("math.floor(2.9) + math.sqrt(16)", 6.0),
+            ("1e3 + .5 + 2.", 1002.5),
+            ("1.5e-1 * 10", 1.5),
+        ];
+        for (expr, want) in cases {
+            let got = value(&format!("import math\nanswer = {expr}"));
+            assert!((got - want).abs() < 1e-9, "{expr}: got {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run_safely() {
+        let refused = [
+            "if a > 1:\n    answer = 2",
+            "for i in range(3):\n    total += i",
+            "def f():\n    return 1\nanswer = f()",
+            "import os\nanswer = 1",
+            "answer = open('x')",
+            "answer = undefined_thing * 2",
+            "total += 1",
+            "answer = 1 / 0",
+            "answer = 5 % 0",
+            "answer = 2 ** 100000",
+            "answer = (-8) ** 0.5",
+            "answer = 1e308 * 10",
+            "a, b = 1, 2",
+            "answer = [1, 2]",
+            "answer = x.y",
+            "answer = \"18\"",
+            "answer = (1 + 2",
+            "answer = 1 2",
+            "answer =",
+            "Let's solve it: 2 + 2 = 4.",
+            "",
+            "# only a comment",
+            "print(f\"The answer is {x}\")",
+            "answer = 'unterminated",
+            "answer = round(1, 2, 3)",
+            "answer = sqrt(4)",
+            "```python\nanswer = 2\nanswer = answer + (",
+            "```python\nanswer = 2\n",
+        ];
+        for code in refused {
+            assert!(
+                run_program(code).is_err(),
+                "ran {code:?}: {:?}",
+                run_program(code)
+            );
+        }
+        let deep = format!("answer = {}1{}", "(".repeat(500), ")".repeat(500));
+        assert!(run_program(&deep).is_err());
+        let signs = format!("answer = {}1", "-".repeat(500));
+        assert!(run_program(&signs).is_err());
+        let err = run_program("a = 1\nanswer = b + 1").unwrap_err();
+        assert_eq!(
+            err,
+            ProgramError::Undefined {
+                line: 2,
+                name: "b".into()
+            }
+        );
+    }
+}
