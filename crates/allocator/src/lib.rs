@@ -77,17 +77,28 @@ impl Allocation {
     }
 }
 
-/// Escalation by self-consistency, asked for with a `+agree[:K[@T]]` suffix on a policy name.
+/// Escalation of a doubtful final answer to the next model up, asked for with a suffix on a
+/// policy name: `+agree[:K[@T]]` (self-consistency), `+program` (a program check), or both.
 ///
 /// A final answer (a direct answer or a plan's synthesis) that came from a model below the
-/// largest is sampled `samples` more times on the same model at `temperature` (default 0.7; seeds
-/// s+1..=s+K after the answer's own seed s, 0 when it was greedy). If any sample's answer
-/// differs from the first one, or the first answer is empty, the executor asks the next model up and checks again, up to the largest model,
-/// whose answer stands. Every extra call is priced and traced like any other.
+/// largest is checked on the same model:
+/// - `+program` (maths answers only): the model writes a short straight-line program that
+///   computes the answer; a safe interpreter runs it, and its value must equal the answer's.
+///   Other task families are not program-checked (a warning says so).
+/// - `+agree:K@T`: the model is sampled `samples` = K more times at `temperature` T (default
+///   K = 2, T = 0.7; seeds s+1..=s+K after the answer's own seed s, 0 when it was greedy), and
+///   every sample's answer must equal the first one.
+///
+/// If a check fails, or the first answer is empty, the executor asks the next model up and
+/// checks again, up to the largest model, whose answer stands. Every extra call is priced
+/// and traced like any other.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Escalation {
+    /// Extra samples that must agree (0 with `+program` alone).
     pub samples: usize,
     pub temperature: f32,
+    /// Whether the answer's own program must compute it.
+    pub program: bool,
 }
 
 impl Escalation {
@@ -95,68 +106,106 @@ impl Escalation {
     pub const MAX_SAMPLES: usize = 16;
     pub const TEMPERATURE: f32 = 0.7;
     const SUFFIX: &'static str = "+agree";
+    const PROGRAM: &'static str = "+program";
 
-    /// Split `name+agree[:K[@T]]` into the policy's own name and the escalation it asks for.
+    /// Split `name+agree[:K[@T]]`, `name+program` or both (in either order) into the
+    /// policy's own name and the escalation it asks for.
     pub fn split(name: &str) -> Result<(&str, Option<Escalation>), PolicyError> {
-        // `+agree` ends the name or is followed by `:`; anywhere else (a path such as
-        // `runs/a+agree/r.safetensors`) it is part of the policy's own name.
-        let Some((base, rest)) = name
-            .rsplit_once(Self::SUFFIX)
-            .filter(|(_, rest)| rest.is_empty() || rest.starts_with(':'))
-        else {
-            return Ok((name, None));
-        };
         let invalid = |reason: String| PolicyError::Invalid {
             policy: name.to_string(),
             reason,
         };
-        let mut escalation = Escalation {
-            samples: Self::DEFAULT_SAMPLES,
-            temperature: Self::TEMPERATURE,
-        };
-        if !rest.is_empty() {
-            let form = || {
-                invalid(format!(
-                    "'{0}{rest}' must be {0}, {0}:K or {0}:K@T: K from 1 to {1} extra samples, \
-                     T a sampling temperature above 0 and at most 2",
-                    Self::SUFFIX,
-                    Self::MAX_SAMPLES
-                ))
-            };
-            let spec = rest.strip_prefix(':').ok_or_else(form)?;
-            let (k, t) = match spec.split_once('@') {
-                Some((k, t)) => (k, Some(t)),
-                None => (spec, None),
-            };
-            escalation.samples = k
-                .parse::<usize>()
-                .ok()
-                .filter(|k| (1..=Self::MAX_SAMPLES).contains(k))
-                .ok_or_else(form)?;
-            if let Some(t) = t {
-                escalation.temperature = t
-                    .parse::<f32>()
-                    .ok()
-                    .filter(|t| *t > 0.0 && *t <= 2.0)
-                    .ok_or_else(form)?;
+        let mut base = name;
+        let mut agree: Option<(usize, f32)> = None;
+        let mut program = false;
+        loop {
+            if let Some(rest) = base.strip_suffix(Self::PROGRAM).filter(|_| !program) {
+                program = true;
+                base = rest;
+                continue;
             }
+            // `+agree` ends the name or is followed by `:`; anywhere else (a path such as
+            // `runs/a+agree/r.safetensors`) it is part of the policy's own name.
+            match base
+                .rsplit_once(Self::SUFFIX)
+                .filter(|(_, rest)| rest.is_empty() || rest.starts_with(':'))
+            {
+                Some((head, rest)) if agree.is_none() && !rest.contains(Self::PROGRAM) => {
+                    agree = Some(Self::parse_agree(rest).map_err(invalid)?);
+                    base = head;
+                }
+                _ => break,
+            }
+        }
+        if !program && agree.is_none() {
+            return Ok((name, None));
         }
         if base.trim().is_empty() {
             return Err(invalid(format!(
-                "'{}' follows a policy name, e.g. learned+agree:2",
-                Self::SUFFIX
+                "'{}' and '{}' follow a policy name, e.g. learned+agree:2",
+                Self::SUFFIX,
+                Self::PROGRAM
             )));
         }
-        Ok((base, Some(escalation)))
+        let (samples, temperature) = agree.unwrap_or((0, Self::TEMPERATURE));
+        Ok((
+            base,
+            Some(Escalation {
+                samples,
+                temperature,
+                program,
+            }),
+        ))
     }
 
-    /// The suffix that asks for this escalation, e.g. `+agree:2` or `+agree:2@0.3`.
-    pub fn suffix(&self) -> String {
-        if self.temperature == Self::TEMPERATURE {
-            format!("{}:{}", Self::SUFFIX, self.samples)
-        } else {
-            format!("{}:{}@{}", Self::SUFFIX, self.samples, self.temperature)
+    /// `rest` after `+agree`: empty, `:K` or `:K@T`.
+    fn parse_agree(rest: &str) -> Result<(usize, f32), String> {
+        let mut out = (Self::DEFAULT_SAMPLES, Self::TEMPERATURE);
+        if rest.is_empty() {
+            return Ok(out);
         }
+        let form = || {
+            format!(
+                "'{0}{rest}' must be {0}, {0}:K or {0}:K@T: K from 1 to {1} extra samples, \
+                 T a sampling temperature above 0 and at most 2",
+                Self::SUFFIX,
+                Self::MAX_SAMPLES
+            )
+        };
+        let spec = rest.strip_prefix(':').ok_or_else(form)?;
+        let (k, t) = match spec.split_once('@') {
+            Some((k, t)) => (k, Some(t)),
+            None => (spec, None),
+        };
+        out.0 = k
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=Self::MAX_SAMPLES).contains(k))
+            .ok_or_else(form)?;
+        if let Some(t) = t {
+            out.1 = t
+                .parse::<f32>()
+                .ok()
+                .filter(|t| *t > 0.0 && *t <= 2.0)
+                .ok_or_else(form)?;
+        }
+        Ok(out)
+    }
+
+    /// The suffix that asks for this escalation, e.g. `+agree:2`, `+agree:2@0.3`,
+    /// `+program` or `+program+agree:1`.
+    pub fn suffix(&self) -> String {
+        let mut out = String::new();
+        if self.program {
+            out.push_str(Self::PROGRAM);
+        }
+        if self.samples > 0 {
+            out.push_str(&format!("{}:{}", Self::SUFFIX, self.samples));
+            if self.temperature != Self::TEMPERATURE {
+                out.push_str(&format!("@{}", self.temperature));
+            }
+        }
+        out
     }
 }
 
@@ -175,7 +224,7 @@ pub fn with_escalation(inner: Box<dyn Policy>, escalation: Option<Escalation>) -
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]])")]
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]] and/or +program)")]
     UnknownPolicy(String),
     #[error("{0}")]
     UnknownModel(String),

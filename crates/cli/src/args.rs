@@ -88,8 +88,9 @@ pub struct AskArgs {
     pub question: String,
     /// Allocation policy: learned[:<path>][@t], query-level[:<path>][@t], fixed:<model>,
     /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>; any of them
-    /// followed by +agree[:K[@T]] checks answers from smaller models by K samples and
-    /// escalates on disagreement. Default: the config's `policy` (the embedded pool's is
+    /// followed by +agree[:K[@T]] checks answers from smaller models by K samples, and/or
+    /// by +program checks maths answers by a program the model writes; a failed check
+    /// escalates to the next model up. Default: the config's `policy` (the embedded pool's is
     /// the shipped router).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
@@ -205,7 +206,8 @@ pub struct BenchArgs {
     pub data: DataArgs,
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
-    /// any of them followed by +agree[:K[@T]] (self-consistency escalation).
+    /// any of them followed by +agree[:K[@T]] (self-consistency escalation) and/or
+    /// +program (program-check escalation).
     /// Default: the config's `policy` (the embedded pool's is the shipped router).
     #[arg(long)]
     pub policy: Vec<String>,

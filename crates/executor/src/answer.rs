@@ -148,6 +148,23 @@ pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// Whether a math answer that is one plain number (see [`same_answer`]) equals `value`, up to
+/// floating-point rounding: the program check of escalation.
+pub fn same_value(answer: &str, value: f64) -> bool {
+    plain_value(answer.trim())
+        .is_some_and(|a| (a - value).abs() <= 1e-6 * a.abs().max(value.abs()).max(1.0))
+}
+
+/// `value` as a person would write it: `18`, `2.5`, `0.333333`.
+pub fn show_value(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        let s = format!("{value:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// The value of a math answer that is one plain number (`18`, `$18.00`, `\$1,200`, `-3`,
 /// `.5`), or a single worked line ending in one (`100 - 30 = 70`).
 fn plain_value(s: &str) -> Option<f64> {

@@ -31,6 +31,19 @@ pub fn direct(family: TaskFamily, question: &str) -> Vec<ChatMessage> {
     ]
 }
 
+/// The program check of escalation: the model writes straight-line arithmetic that computes
+/// the answer, which [`crate::program::run_program`] runs. One user message, no system
+/// prompt: small coder models follow it best that way.
+pub fn program(question: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(format!(
+        "{}\n\nWrite Python code that computes the answer to this question. Use only assignments of \
+         arithmetic expressions to variables (numbers, variables, + - * / // % **, parentheses); no \
+         functions, loops, conditionals or imports. Give each quantity a descriptive name and put the \
+         final result in a variable named `answer`. Reply with the code only.",
+        question.trim()
+    ))]
+}
+
 /// One step of a plan. The model sees the question, the results of the steps this one
 /// depends on, and only this step's instruction.
 pub fn step(

@@ -11,7 +11,8 @@ use r2_decomposer::{decompose_prompt, parse_plan, Plan, Subtask, TaskFamily};
 use r2_pool::{BackendError, ChatMessage, GenRequest, Pool, PoolCall, Sampling};
 use tracing::Instrument;
 
-use crate::answer::{final_answer, same_answer, step_result};
+use crate::answer::{final_answer, same_answer, same_value, show_value, step_result};
+use crate::program::run_program;
 use crate::prompts;
 use crate::trace::{Answer, StepTrace};
 
@@ -187,6 +188,7 @@ impl<'p> Executor<'p> {
         self.checked_answer(
             id,
             question.trim(),
+            question,
             vec![],
             family,
             model,
@@ -197,13 +199,15 @@ impl<'p> Executor<'p> {
     }
 
     /// A final answer (direct or synthesis) from `model`. With `escalation`, an answer from
-    /// a model below the largest is sampled again on the same model; if a sample disagrees
-    /// (or no answer could be read), the next model up answers and is checked in turn.
+    /// a model below the largest is checked on the same model: by the program it writes for
+    /// `question` (maths, `+program`), then by samples (`+agree`). If a check fails (or no
+    /// answer could be read), the next model up answers and is checked in turn.
     #[allow(clippy::too_many_arguments)]
     async fn checked_answer(
         &self,
         id: &str,
         text: &str,
+        question: &str,
         depends_on: Vec<String>,
         family: TaskFamily,
         mut model: usize,
@@ -231,9 +235,33 @@ impl<'p> Executor<'p> {
                     warnings,
                 });
             };
-            let mut agreed = !answer.trim().is_empty();
+            let mut why = None;
+            if answer.trim().is_empty() {
+                why = Some("gave no answer".to_string());
+            }
+            if esc.program && why.is_none() {
+                if family == TaskFamily::Math {
+                    let program_id = format!("{call_id}:program");
+                    let mut asked = request.clone();
+                    asked.messages = prompts::program(question);
+                    let call = self.call(&program_id, model, &asked).await?;
+                    traces.push(self.trace(&program_id, text, depends_on.clone(), &call));
+                    why = match run_program(&call.response.text) {
+                        Ok(value) if same_value(&answer, value) => None,
+                        Ok(value) => {
+                            Some(format!("computed {} with its program", show_value(value)))
+                        }
+                        Err(e) => Some(format!("wrote a program that gives no value ({e})")),
+                    };
+                } else if rise == 0 {
+                    warnings.push(format!(
+                        "{id}: the program check applies to maths answers only; this {} answer is not program-checked",
+                        family.as_str()
+                    ));
+                }
+            }
             let mut sample = 0;
-            while agreed && sample < esc.samples {
+            while why.is_none() && sample < esc.samples {
                 sample += 1;
                 let mut again = request.clone();
                 again.sampling = Sampling::Temperature {
@@ -243,9 +271,11 @@ impl<'p> Executor<'p> {
                 let sample_id = format!("{call_id}:agree{sample}");
                 let call = self.call(&sample_id, model, &again).await?;
                 traces.push(self.trace(&sample_id, text, depends_on.clone(), &call));
-                agreed = same_answer(family, &final_answer(family, &call.response.text), &answer);
+                if !same_answer(family, &final_answer(family, &call.response.text), &answer) {
+                    why = Some(format!("disagreed with itself on sample {sample}"));
+                }
             }
-            if agreed {
+            let Some(why) = why else {
                 // The step whose answer stands is the last one (what graders read).
                 let kept = traces.remove(answered);
                 traces.push(kept);
@@ -254,11 +284,6 @@ impl<'p> Executor<'p> {
                     answer,
                     warnings,
                 });
-            }
-            let why = if answer.trim().is_empty() {
-                "gave no answer".to_string()
-            } else {
-                format!("disagreed with itself on sample {sample}")
             };
             warnings.push(format!(
                 "{id}: {} {why}; escalated to {}",
@@ -359,6 +384,7 @@ impl<'p> Executor<'p> {
                 .checked_answer(
                     "synthesis",
                     &synth.text,
+                    question,
                     deps,
                     family,
                     alloc.model,

@@ -591,3 +591,144 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
         assert!(err.is_input_error(), "{bad}: {err}");
     }
 }
+
+fn is_program(req: &GenRequest) -> bool {
+    req.messages.len() == 1 && req.messages[0].content.contains("Write Python code")
+}
+
+#[tokio::test]
+async fn program_check_keeps_an_answer_its_program_computes() {
+    let steady = |req: &GenRequest| match kind(req) {
+        Kind::Decompose => PLAN.to_string(),
+        Kind::Step => "RESULT: ok".to_string(),
+        _ => "ANSWER: 22".to_string(),
+    };
+    let silent = |_: &GenRequest| "I am not sure.".to_string();
+    // Answers 22 and writes a program that computes 22 when asked the question, greedily,
+    // as the answer was.
+    let sound = |req: &GenRequest| {
+        if is_program(req)
+            && !(req.messages[0].content.starts_with(QUESTION) && seed(req).is_none())
+        {
+            "```python\nanswer = 0\n```".to_string()
+        } else if is_program(req) {
+            "```python\npens = 4 * 3\nbooks = 2 * 5\nanswer = pens + books\n```".to_string()
+        } else {
+            "Total: $22.00\nANSWER: $22.00".to_string()
+        }
+    };
+    // Answers 22 but its program computes 21.
+    let slip = |req: &GenRequest| {
+        if is_program(req) {
+            "```python\nanswer = 4 * 3 + 9\n```".to_string()
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    // Its program needs a loop, which the checker does not run.
+    let looping = |req: &GenRequest| {
+        if is_program(req) {
+            "```python\ntotal = 0\nfor i in range(22):\n    total += 1\nanswer = total\n```"
+                .to_string()
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let small = "direct:qwen2.5-coder-0.5b+program";
+    let (pool, _) = per_model_pool([silent, steady, steady]);
+    let p = parse_policy(small, &pool).unwrap();
+    assert_eq!(p.name(), small);
+    let e = p.escalation().unwrap();
+    assert_eq!((e.program, e.samples), (true, 0));
+
+    // A program that computes the answer keeps it: one answer and one program call.
+    let (a, calls) = run_on([silent, sound, steady], small, ExecOptions::default()).await;
+    assert_eq!(a.answer, "22.00");
+    let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["1:program", "1"]);
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    assert_eq!((calls[1].calls(), calls[2].calls()), (2, 0));
+    assert!(a.steps[0].cost_usd > 0.0, "the program is paid for");
+
+    // A program that computes something else escalates, and says what it computed.
+    for (script, why) in [
+        (
+            slip as fn(&GenRequest) -> String,
+            "computed 21 with its program",
+        ),
+        (looping, "wrote a program that gives no value"),
+    ] {
+        let (a, calls) = run_on([silent, script, steady], small, ExecOptions::default()).await;
+        assert_eq!(a.answer, "22");
+        let trail: Vec<_> = a
+            .steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.model.as_str()))
+            .collect();
+        assert_eq!(
+            trail,
+            [
+                ("1", "qwen2.5-coder-0.5b"),
+                ("1:program", "qwen2.5-coder-0.5b"),
+                ("1:up1", "qwen2.5-coder-1.5b"),
+            ]
+        );
+        assert_eq!(calls[2].calls(), 1, "the largest model is not checked");
+        assert!(
+            a.warnings.len() == 1 && a.warnings[0].contains(why),
+            "{:?}",
+            a.warnings
+        );
+    }
+
+    // A plan's synthesis is program-checked against the question.
+    let (a, _) = run_on(
+        [silent, sound, steady],
+        "fixed:qwen2.5-coder-0.5b+program",
+        ExecOptions::default(),
+    )
+    .await;
+    let last: Vec<_> = a
+        .steps
+        .iter()
+        .rev()
+        .take(2)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(last, ["synthesis", "synthesis:program"], "{:?}", a.warnings);
+
+    // With both checks the program runs first, then the samples.
+    let both = "direct:qwen2.5-coder-0.5b+agree:1@0.3+program";
+    let p = parse_policy(both, &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+program+agree:1@0.3");
+    let (a, _) = run_on([silent, sound, steady], both, ExecOptions::default()).await;
+    let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["1:program", "1:agree1", "1"]);
+    // A failed program check spares the samples.
+    let (a, calls) = run_on([silent, slip, steady], both, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 2));
+
+    // Only maths answers are program-checked; others stand, with a warning.
+    let (pool, calls) = per_model_pool([silent, sound, steady]);
+    let p = parse_policy(small, &pool).unwrap();
+    let a = Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::General, p.as_ref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(calls[1].calls(), 1);
+    assert!(
+        a.warnings.len() == 1 && a.warnings[0].contains("maths answers only"),
+        "{:?}",
+        a.warnings
+    );
+
+    for bad in [
+        "+program",
+        "direct:qwen2.5-coder-0.5b+programs",
+        "direct:qwen2.5-coder-0.5b+program+agree:0",
+        "direct:qwen2.5-coder-0.5b+program+program",
+    ] {
+        let err = parse_policy(bad, &pool).err().unwrap();
+        assert!(err.is_input_error(), "{bad}: {err}");
+    }
+}
