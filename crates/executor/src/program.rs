@@ -711,4 +711,24 @@ mod tests {
             }
         );
     }
+
+    proptest::proptest! {
+        /// Model output is untrusted: any text gives a value or an error, never a panic or
+        /// a non-finite value.
+        #[test]
+        fn never_panics_on_program_like_text(
+            code in "([a-z_]{1,3}|[0-9.e_]{1,4}|[-+*/%=(),#'\"`$\\ \n]|\\*\\*|//|print|math\\.|round|min|é|×){0,40}"
+        ) {
+            if let Ok(v) = run_program(&code) {
+                proptest::prop_assert!(v.is_finite());
+            }
+        }
+
+        #[test]
+        fn never_panics_on_any_text(code in "\\PC{0,200}") {
+            if let Ok(v) = run_program(&code) {
+                proptest::prop_assert!(v.is_finite());
+            }
+        }
+    }
 }
