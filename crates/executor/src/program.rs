@@ -2,16 +2,18 @@
 //! check its own maths answer (escalation's `+program` check).
 //!
 //! It reads a subset of Python: assignments of arithmetic expressions to names
-//! (`total = price * 3`, `left -= 2`), `print(expr)`, comments, `import math`, numbers
+//! (`total = price * 3`, `left -= 2`), `print(...)`, comments, `import math`, numbers
 //! (`1_000`, `2.5`, `1e3`), `+ - * / // % **` with Python's precedence and semantics,
-//! parentheses, and the functions `round`, `abs`, `min`, `max`, `int`, `float`,
-//! `math.ceil`, `math.floor` and `math.sqrt`. Nothing else runs: any other statement
-//! (loops, conditionals, definitions, calls) is an error, so a program that needs them
-//! gives no value and the answer escalates. There is no I/O and no unbounded work:
-//! nesting and exponents are bounded.
+//! parentheses, and calls of `round`, `abs`, `min`, `max`, `int`, `float`, `math.ceil`,
+//! `math.floor` and `math.sqrt`. Docstrings and prints of text are skipped. Anything else
+//! (loops, conditionals, definitions, other calls or imports, indented lines) is an error,
+//! so a program that needs it gives no value and the answer escalates. There is no I/O and
+//! no unbounded work: nesting and exponents are bounded. Every value is a finite number of
+//! magnitude at most 2^53, where floating point still counts integers exactly; anything
+//! beyond is an error rather than a rounded value.
 //!
 //! The program's value is the variable `answer` if it is assigned, else the last value
-//! printed, else the last value assigned.
+//! printed (unless text was printed after it), else the last value assigned.
 
 use std::collections::HashMap;
 
@@ -26,7 +28,7 @@ pub enum ProgramError {
     Arithmetic { line: usize, reason: String },
     #[error("the program assigns and prints nothing")]
     Empty,
-    #[error("the program's code block is never closed (cut off)")]
+    #[error("the program is cut off (an unclosed code block, or the token limit)")]
     CutOff,
 }
 
@@ -46,8 +48,11 @@ pub fn run_program(text: &str) -> Result<f64, ProgramError> {
     for (line, statement) in statements(&tokens) {
         match Statement::read(line, &statement)? {
             Statement::Skip => {}
+            // What a print of text shows is unknown: an earlier printed number no longer
+            // speaks for the program.
+            Statement::PrintText => printed = None,
             Statement::Print(args) => {
-                if let Some(arg) = args.last() {
+                for arg in args {
                     printed = Some(Parser::new(line, arg, &env).whole()?);
                 }
             }
@@ -110,9 +115,18 @@ fn tokenize(code: &str) -> Result<Vec<(usize, Tok<'_>)>, ProgramError> {
     let mut line = 1;
     let b = code.as_bytes();
     let mut i = 0;
+    let mut line_start = true;
     while i < b.len() {
         let c = b[i] as char;
         let syntax = move |reason: String| ProgramError::Syntax { line, reason };
+        // Python refuses an indented line outside a block (blank and comment lines aside).
+        if line_start && depth == 0 && (c == ' ' || c == '\t') {
+            let rest = code[i..].trim_start_matches([' ', '\t']);
+            if !(rest.is_empty() || rest.starts_with(['\n', '\r', '#'])) {
+                return Err(syntax("unexpected indent".into()));
+            }
+        }
+        line_start = c == '\n' && depth == 0;
         match c {
             '\n' | ';' => {
                 if c == '\n' {
@@ -148,11 +162,8 @@ fn tokenize(code: &str) -> Result<Vec<(usize, Tok<'_>)>, ProgramError> {
                     i += 1;
                 }
                 let lit = &code[start..i];
-                let v: f64 = lit
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|_| syntax(format!("'{lit}' is not a number")))?;
-                out.push((line, Tok::Num(v)));
+                let v = number(lit).ok_or_else(|| syntax(format!("'{lit}' is not a number")))?;
+                out.push((line, Tok::Num(finite(line, v)?)));
             }
             c if c.is_alphabetic() || c == '_' => {
                 let start = i;
@@ -223,6 +234,23 @@ fn tokenize(code: &str) -> Result<Vec<(usize, Tok<'_>)>, ProgramError> {
     Ok(out)
 }
 
+/// A Python number literal: underscores only between digits, no leading zeros on integers.
+fn number(lit: &str) -> Option<f64> {
+    let b = lit.as_bytes();
+    let digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+    let underscores_ok = b
+        .iter()
+        .enumerate()
+        .all(|(k, &c)| c != b'_' || (k > 0 && digit(k - 1) && digit(k + 1)));
+    let integer = lit.bytes().all(|c| c.is_ascii_digit() || c == b'_');
+    let leading_zero =
+        integer && lit.starts_with('0') && lit.bytes().any(|c| c.is_ascii_digit() && c != b'0');
+    if !underscores_ok || leading_zero {
+        return None;
+    }
+    lit.replace('_', "").parse().ok()
+}
+
 /// The logical lines: each a non-empty run of tokens between `End`s, with its line number.
 fn statements<'t, 'a>(
     tokens: &'t [(usize, Tok<'a>)],
@@ -235,6 +263,7 @@ fn statements<'t, 'a>(
 
 enum Statement<'s, 'a> {
     Skip,
+    PrintText,
     Print(Vec<&'s [Tok<'a>]>),
     Assign {
         name: &'a str,
@@ -255,11 +284,13 @@ impl<'s, 'a> Statement<'s, 'a> {
             [Tok::Name("print"), Tok::Op("("), inner @ .., Tok::Op(")")] => {
                 // Prints of text (`print(f"... {x}")`) say nothing we can read.
                 if inner.contains(&Tok::Str) {
-                    return Ok(Statement::Skip);
+                    return Ok(Statement::PrintText);
                 }
                 Ok(Statement::Print(split_args(inner)))
             }
-            [Tok::Name(name), Tok::Op(op), value @ ..] if is_name(name) => {
+            [Tok::Name(name), Tok::Op(op), value @ ..]
+                if is_name(name) && !BUILTINS.contains(name) && *name != "math" =>
+            {
                 let op = match *op {
                     "=" => None,
                     "+=" => Some("+"),
@@ -534,13 +565,20 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
             // Python rounds halves to even.
             "round" => match args {
                 [x] => x.round_ties_even(),
-                [x, n] if n.fract() == 0.0 && n.abs() <= 12.0 => {
-                    let scale = 10f64.powi(*n as i32);
-                    (x * scale).round_ties_even() / scale
+                // From the exact decimal value, as Python does: round(0.015, 2) is 0.01.
+                [x, n] if n.fract() == 0.0 && (0.0..=12.0).contains(n) => {
+                    let digits = *n as usize;
+                    format!("{x:.digits$}")
+                        .parse()
+                        .map_err(|_| self.syntax("round() failed"))?
+                }
+                [x, n] if n.fract() == 0.0 && (-12.0..0.0).contains(n) => {
+                    let scale = 10f64.powi(-*n as i32);
+                    (x / scale).round_ties_even() * scale
                 }
                 _ => return Err(self.syntax("round() takes a number and optional digits")),
             },
-            "min" | "max" if !args.is_empty() => {
+            "min" | "max" if args.len() >= 2 => {
                 let pick = if f == "min" { f64::min } else { f64::max };
                 args.iter().copied().fold(args[0], pick)
             }
@@ -560,15 +598,44 @@ fn describe(tok: &Tok) -> String {
     }
 }
 
+/// Integers are exact in an f64 up to here; beyond it a result could be silently rounded.
+const MAX_MAGNITUDE: f64 = 9_007_199_254_740_992.0; // 2^53
+
 fn finite(line: usize, v: f64) -> Result<f64, ProgramError> {
-    if v.is_finite() {
+    if v.is_finite() && v.abs() <= MAX_MAGNITUDE {
         Ok(v)
     } else {
         Err(ProgramError::Arithmetic {
             line,
-            reason: "the result is not a finite number".into(),
+            reason: "a number too large to compute exactly".into(),
         })
     }
+}
+
+/// Python's `divmod` on floats (`float_divmod` in CPython): the remainder takes the
+/// divisor's sign, and the quotient is the floor of the exact one (`0.5 // 0.1` is 4).
+fn divmod(a: f64, b: f64) -> (f64, f64) {
+    let mut rem = a % b; // fmod
+    let mut div = (a - rem) / b;
+    if rem != 0.0 {
+        if (b < 0.0) != (rem < 0.0) {
+            rem += b;
+            div -= 1.0;
+        }
+    } else {
+        rem = 0f64.copysign(b);
+    }
+    let floor = if div != 0.0 {
+        let f = div.floor();
+        if div - f > 0.5 {
+            f + 1.0
+        } else {
+            f
+        }
+    } else {
+        0f64.copysign(a / b)
+    };
+    (floor, rem)
 }
 
 /// Python's arithmetic on two numbers.
@@ -583,9 +650,8 @@ fn binary(line: usize, op: &str, a: f64, b: f64) -> Result<f64, ProgramError> {
         "*" => a * b,
         "/" | "//" | "%" if b == 0.0 => return Err(arith("division by zero")),
         "/" => a / b,
-        "//" => (a / b).floor(),
-        // The result takes the divisor's sign.
-        "%" => a - b * (a / b).floor(),
+        "//" => divmod(a, b).0,
+        "%" => divmod(a, b).1,
         "**" => {
             if b.abs() > MAX_EXPONENT {
                 return Err(arith("exponent too large"));
@@ -629,6 +695,13 @@ mod tests {
             value("a = 5; b = 2\nprint(\"Total:\", a)\nanswer = a // b"),
             2.0
         );
+        // A print of text after a printed number: the last assignment speaks instead.
+        assert_eq!(
+            value("total = 20\nprint(total)\neach = total / 4\nprint(f\"Each pays {each}\")"),
+            5.0
+        );
+        // Indented blank and comment lines are fine; so are 1_000_000 and 0.
+        assert_eq!(value("a = 1_000_000\n   \n  # note\nanswer = a + 0"), 1e6);
     }
 
     #[test]
@@ -646,6 +719,15 @@ mod tests {
             ("round(2.5)", 2.0),
             ("round(3.5)", 4.0),
             ("round(2.675, 1)", 2.7),
+            ("round(0.015, 2)", 0.01),
+            ("round(0.005, 2)", 0.01),
+            ("round(0.05, 1)", 0.1),
+            ("round(1234.5, -2)", 1200.0),
+            ("0.5 // 0.1", 4.0),
+            ("1 // 0.1", 9.0),
+            ("1 % 0.1", 0.09999999999999995),
+            ("-7.5 // 2", -4.0),
+            ("7.5 % -2", -0.5),
             ("int(-3.7)", -3.0),
             ("min(4, 2, 9) + max(1, 5)", 7.0),
             ("abs(-3) + float(2)", 5.0),
@@ -688,6 +770,16 @@ mod tests {
             "answer = 'unterminated",
             "answer = round(1, 2, 3)",
             "answer = sqrt(4)",
+            "answer = 1e999",
+            "x = -1e400\nanswer = x",
+            "answer = 2 ** 60 + 1 - 2 ** 60",
+            "answer = 007",
+            "answer = 1__0",
+            "answer = 1_",
+            "round = 3\nanswer = round(2.5)",
+            "answer = min(5)",
+            "print(1 / 0, 5)",
+            "a = 1\n  answer = 2",
             "```python\nanswer = 2\nanswer = answer + (",
             "```python\nanswer = 2\n",
         ];
