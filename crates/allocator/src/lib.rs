@@ -140,6 +140,13 @@ impl Escalation {
         if !program && agree.is_none() {
             return Ok((name, None));
         }
+        if base.ends_with(Self::PROGRAM) || base.ends_with(Self::SUFFIX) {
+            return Err(invalid(format!(
+                "'{}' and '{}' may each follow a policy name once",
+                Self::SUFFIX,
+                Self::PROGRAM
+            )));
+        }
         if base.trim().is_empty() {
             return Err(invalid(format!(
                 "'{}' and '{}' follow a policy name, e.g. learned+agree:2",

@@ -148,11 +148,18 @@ pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// Whether a math answer is one plain number (see [`same_answer`]), which a program's value
+/// can confirm.
+pub fn is_plain_number(answer: &str) -> bool {
+    plain_value(answer.trim()).is_some()
+}
+
 /// Whether a math answer that is one plain number (see [`same_answer`]) equals `value`, up to
-/// floating-point rounding: the program check of escalation.
+/// floating-point rounding (relative 1e-9): the program check of escalation.
 pub fn same_value(answer: &str, value: f64) -> bool {
-    plain_value(answer.trim())
-        .is_some_and(|a| (a - value).abs() <= 1e-6 * a.abs().max(value.abs()).max(1.0))
+    value.is_finite()
+        && plain_value(answer.trim())
+            .is_some_and(|a| (a - value).abs() <= 1e-9 * a.abs().max(value.abs()).max(1.0))
 }
 
 /// `value` as a person would write it: `18`, `2.5`, `0.333333`.
@@ -343,6 +350,30 @@ mod tests {
         let g = TaskFamily::General;
         assert!(same_answer(g, "Walk  twice.", "walk twice"));
         assert!(!same_answer(g, "walk", "run"));
+    }
+
+    #[test]
+    fn a_program_value_confirms_only_the_same_plain_number() {
+        assert!(same_value("$1,200.00", 1200.0));
+        assert!(same_value("0.3", 0.1 + 0.2));
+        assert!(same_value("9 * 2 = 18", 18.0));
+        assert!(same_value("-5", -5.0));
+        for (answer, value) in [
+            ("1000001", 1_000_000.0),
+            ("33.33", 100.0 / 3.0),
+            ("18 dollars", 18.0),
+            ("3/4", 0.75),
+            ("18", f64::INFINITY),
+            ("18", f64::NAN),
+            ("", 0.0),
+            ("5", -5.0),
+        ] {
+            assert!(!same_value(answer, value), "{answer} vs {value}");
+        }
+        assert!(is_plain_number("$18.00") && !is_plain_number("18 dollars"));
+        assert_eq!(show_value(18.0), "18");
+        assert_eq!(show_value(-2.5), "-2.5");
+        assert_eq!(show_value(100.0 / 3.0), "33.333333");
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::time::Duration;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use r2_allocator::{Allocation, Escalation, Policy, PolicyError, Route, StepContext, StepKind};
 use r2_decomposer::{decompose_prompt, parse_plan, Plan, Subtask, TaskFamily};
-use r2_pool::{BackendError, ChatMessage, GenRequest, Pool, PoolCall, Sampling};
+use r2_pool::{BackendError, ChatMessage, FinishReason, GenRequest, Pool, PoolCall, Sampling};
 use tracing::Instrument;
 
-use crate::answer::{final_answer, same_answer, same_value, show_value, step_result};
-use crate::program::run_program;
+use crate::answer::{
+    final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
+};
+use crate::program::{run_program, ProgramError};
 use crate::prompts;
 use crate::trace::{Answer, StepTrace};
 
@@ -240,13 +242,22 @@ impl<'p> Executor<'p> {
                 why = Some("gave no answer".to_string());
             }
             if esc.program && why.is_none() {
-                if family == TaskFamily::Math {
+                if family == TaskFamily::Math && !is_plain_number(&answer) {
+                    // No program value can equal `3/4` or `18 dollars`: spare the call.
+                    why = Some(format!(
+                        "answered '{answer}', not a plain number its program could confirm"
+                    ));
+                } else if family == TaskFamily::Math {
                     let program_id = format!("{call_id}:program");
                     let mut asked = request.clone();
                     asked.messages = prompts::program(question);
                     let call = self.call(&program_id, model, &asked).await?;
                     traces.push(self.trace(&program_id, text, depends_on.clone(), &call));
-                    why = match run_program(&call.response.text) {
+                    let program = match call.response.finish {
+                        FinishReason::Length => Err(ProgramError::CutOff),
+                        _ => run_program(&call.response.text),
+                    };
+                    why = match program {
                         Ok(value) if same_value(&answer, value) => None,
                         Ok(value) => {
                             Some(format!("computed {} with its program", show_value(value)))

@@ -681,6 +681,47 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         );
     }
 
+    // A program cut at the token limit confirms nothing, even when what is left would run.
+    let long = |req: &GenRequest| {
+        if is_program(req) {
+            "answer = 22 # four pens at 3 and two books at 5".to_string()
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let (a, _) = run_on([silent, long, steady], small, ExecOptions::default()).await;
+    assert!(
+        a.warnings.is_empty(),
+        "with room it confirms: {:?}",
+        a.warnings
+    );
+    let tight = ExecOptions {
+        answer_max_tokens: 6,
+        ..ExecOptions::default()
+    };
+    let (a, _) = run_on([silent, long, steady], small, tight).await;
+    assert!(
+        a.warnings.len() == 1 && a.warnings[0].contains("cut off"),
+        "{:?}",
+        a.warnings
+    );
+
+    // An answer no number can equal is escalated without asking for a program.
+    let fraction = |req: &GenRequest| {
+        if is_program(req) {
+            "answer = 3 / 4".to_string()
+        } else {
+            "ANSWER: 3/4".to_string()
+        }
+    };
+    let (a, calls) = run_on([silent, fraction, steady], small, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 1));
+    assert!(
+        a.warnings.len() == 1 && a.warnings[0].contains("not a plain number"),
+        "{:?}",
+        a.warnings
+    );
+
     // A plan's synthesis is program-checked against the question.
     let (a, _) = run_on(
         [silent, sound, steady],
@@ -727,6 +768,8 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         "direct:qwen2.5-coder-0.5b+programs",
         "direct:qwen2.5-coder-0.5b+program+agree:0",
         "direct:qwen2.5-coder-0.5b+program+program",
+        "direct:qwen2.5-coder-0.5b+agree+agree:2",
+        "learned:runs/r.safetensors+program+program",
     ] {
         let err = parse_policy(bad, &pool).err().unwrap();
         assert!(err.is_input_error(), "{bad}: {err}");
