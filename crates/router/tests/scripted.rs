@@ -455,11 +455,14 @@ async fn the_shipped_router_belongs_to_the_embedded_pool() {
     let default = PoolConfig::embedded().policy_or_default();
     let policy = r2_router::parse_policy(&default, &pool, &env).unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        policy.name().starts_with("learned:shipped@"),
+        policy.name().starts_with("learned:shipped@") && policy.name().ends_with("+program"),
         "{}",
         policy.name()
     );
-    assert!(policy.escalation().is_none());
+    let e = policy.escalation().unwrap();
+    assert!(e.program && e.samples == 0, "{e:?}");
+    let plain = r2_router::parse_policy("learned", &pool, &env).unwrap();
+    assert!(plain.escalation().is_none());
     // With self-consistency escalation: the same router, the suffix kept in its name.
     let checked = r2_router::parse_policy("learned@0.7+agree:3", &pool, &env)
         .unwrap_or_else(|e| panic!("{e}"));
