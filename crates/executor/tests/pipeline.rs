@@ -412,6 +412,19 @@ fn seed(req: &GenRequest) -> Option<u64> {
     }
 }
 
+/// Each step's id, in trace order.
+fn ids(a: &r2_executor::Answer) -> Vec<&str> {
+    a.steps.iter().map(|s| s.id.as_str()).collect()
+}
+
+/// Each step's id and model, in trace order.
+fn trail(a: &r2_executor::Answer) -> Vec<(&str, &str)> {
+    a.steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.model.as_str()))
+        .collect()
+}
+
 /// `policy` once on a pool of per-model scripts; the answer and each model's backend.
 async fn run_on(
     answers: [fn(&GenRequest) -> String; 3],
@@ -448,8 +461,7 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     let (a, calls) = run_on([silent, steady, steady], small, ExecOptions::default()).await;
     assert_eq!(a.answer, "22");
     // The answer that stands is the last step, after the samples that confirmed it.
-    let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["1:agree1", "1:agree2", "1"]);
+    assert_eq!(ids(&a), ["1:agree1", "1:agree2", "1"]);
     assert!(a.warnings.is_empty());
     assert_eq!((calls[1].calls(), calls[2].calls()), (3, 0));
     assert!(
@@ -461,13 +473,8 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     // A wobbly one is escalated after its first disagreeing sample.
     let (a, calls) = run_on([silent, wobbly, steady], small, ExecOptions::default()).await;
     assert_eq!(a.answer, "22", "the larger model's answer stands");
-    let trail: Vec<_> = a
-        .steps
-        .iter()
-        .map(|s| (s.id.as_str(), s.model.as_str()))
-        .collect();
     assert_eq!(
-        trail,
+        trail(&a),
         [
             ("1", "qwen2.5-coder-0.5b"),
             ("1:agree1", "qwen2.5-coder-0.5b"),
@@ -592,6 +599,27 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     }
 }
 
+/// A script that answers program requests with `program` and everything else with `answer`.
+macro_rules! answering {
+    (program: $program:expr, else: $answer:expr) => {
+        |req: &GenRequest| {
+            if is_program(req) {
+                $program.to_string()
+            } else {
+                $answer.to_string()
+            }
+        }
+    };
+}
+
+fn assert_one_warning(a: &r2_executor::Answer, needle: &str) {
+    assert!(
+        a.warnings.len() == 1 && a.warnings[0].contains(needle),
+        "{:?}",
+        a.warnings
+    );
+}
+
 fn is_program(req: &GenRequest) -> bool {
     req.messages.len() == 1 && req.messages[0].content.contains("Write Python code")
 }
@@ -618,22 +646,12 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         }
     };
     // Answers 22 but its program computes 21.
-    let slip = |req: &GenRequest| {
-        if is_program(req) {
-            "```python\nanswer = 4 * 3 + 9\n```".to_string()
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
+    let slip = answering!(program: "```python\nanswer = 4 * 3 + 9\n```", else: "ANSWER: 22");
     // Its program needs a loop, which the checker does not run.
-    let looping = |req: &GenRequest| {
-        if is_program(req) {
-            "```python\ntotal = 0\nfor i in range(22):\n    total += 1\nanswer = total\n```"
-                .to_string()
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
+    let looping = answering!(
+        program: "```python\ntotal = 0\nfor i in range(22):\n    total += 1\nanswer = total\n```",
+        else: "ANSWER: 22"
+    );
     let small = "direct:qwen2.5-coder-0.5b+program";
     let (pool, _) = per_model_pool([silent, steady, steady]);
     let p = parse_policy(small, &pool).unwrap();
@@ -644,8 +662,7 @@ async fn program_check_keeps_an_answer_its_program_computes() {
     // A program that computes the answer keeps it: one answer and one program call.
     let (a, calls) = run_on([silent, sound, steady], small, ExecOptions::default()).await;
     assert_eq!(a.answer, "22.00");
-    let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["1:program", "1"]);
+    assert_eq!(ids(&a), ["1:program", "1"]);
     assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     assert_eq!((calls[1].calls(), calls[2].calls()), (2, 0));
     assert!(a.steps[0].cost_usd > 0.0, "the program is paid for");
@@ -660,13 +677,8 @@ async fn program_check_keeps_an_answer_its_program_computes() {
     ] {
         let (a, calls) = run_on([silent, script, steady], small, ExecOptions::default()).await;
         assert_eq!(a.answer, "22");
-        let trail: Vec<_> = a
-            .steps
-            .iter()
-            .map(|s| (s.id.as_str(), s.model.as_str()))
-            .collect();
         assert_eq!(
-            trail,
+            trail(&a),
             [
                 ("1", "qwen2.5-coder-0.5b"),
                 ("1:program", "qwen2.5-coder-0.5b"),
@@ -674,21 +686,12 @@ async fn program_check_keeps_an_answer_its_program_computes() {
             ]
         );
         assert_eq!(calls[2].calls(), 1, "the largest model is not checked");
-        assert!(
-            a.warnings.len() == 1 && a.warnings[0].contains(why),
-            "{:?}",
-            a.warnings
-        );
+        assert_one_warning(&a, why);
     }
 
     // A program cut at the token limit confirms nothing, even when what is left would run.
-    let long = |req: &GenRequest| {
-        if is_program(req) {
-            "answer = 22 # four pens at 3 and two books at 5".to_string()
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
+    let long =
+        answering!(program: "answer = 22 # four pens at 3 and two books at 5", else: "ANSWER: 22");
     let (a, _) = run_on([silent, long, steady], small, ExecOptions::default()).await;
     assert!(
         a.warnings.is_empty(),
@@ -700,27 +703,13 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         ..ExecOptions::default()
     };
     let (a, _) = run_on([silent, long, steady], small, tight).await;
-    assert!(
-        a.warnings.len() == 1 && a.warnings[0].contains("cut off"),
-        "{:?}",
-        a.warnings
-    );
+    assert_one_warning(&a, "cut off");
 
     // An answer no number can equal is escalated without asking for a program.
-    let fraction = |req: &GenRequest| {
-        if is_program(req) {
-            "answer = 3 / 4".to_string()
-        } else {
-            "ANSWER: 3/4".to_string()
-        }
-    };
+    let fraction = answering!(program: "answer = 3 / 4", else: "ANSWER: 3/4");
     let (a, calls) = run_on([silent, fraction, steady], small, ExecOptions::default()).await;
     assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 1));
-    assert!(
-        a.warnings.len() == 1 && a.warnings[0].contains("not a plain number"),
-        "{:?}",
-        a.warnings
-    );
+    assert_one_warning(&a, "not a plain number");
 
     // A plan's synthesis is program-checked against the question.
     let (a, _) = run_on(
@@ -743,8 +732,7 @@ async fn program_check_keeps_an_answer_its_program_computes() {
     let p = parse_policy(both, &pool).unwrap();
     assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+program+agree:1@0.3");
     let (a, _) = run_on([silent, sound, steady], both, ExecOptions::default()).await;
-    let ids: Vec<_> = a.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["1:program", "1:agree1", "1"]);
+    assert_eq!(ids(&a), ["1:program", "1:agree1", "1"]);
     // A failed program check spares the samples.
     let (a, calls) = run_on([silent, slip, steady], both, ExecOptions::default()).await;
     assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 2));
@@ -757,11 +745,7 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         .await
         .unwrap();
     assert_eq!(calls[1].calls(), 1);
-    assert!(
-        a.warnings.len() == 1 && a.warnings[0].contains("maths answers only"),
-        "{:?}",
-        a.warnings
-    );
+    assert_one_warning(&a, "maths answers only");
 
     for bad in [
         "+program",
