@@ -95,7 +95,8 @@ where
         .label("Pareto frontier")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(200, 60, 60)));
     // Each label sits right of its point; a label that would overlap one already placed
-    // moves down a line, so policies with (nearly) the same cost and accuracy stay legible.
+    // moves to the nearest free line, below or above, so policies with (nearly) the same
+    // cost and accuracy stay legible, and a thin line ties a moved label to its point.
     // Labels that would run off the right edge go left of their point instead.
     let right_edge = chart.plotting_area().get_pixel_range().0.end;
     let mut placed: Vec<(i32, i32, i32)> = Vec::new(); // left, top, width in pixels
@@ -109,17 +110,28 @@ where
             8
         };
         let left = px + dx;
-        let mut dy = -7;
-        while placed
-            .iter()
-            .any(|&(l, t, w)| left < l + w && l < left + width && (py + dy - t).abs() < LINE)
-        {
-            dy += LINE;
-        }
+        let free = |dy: i32| {
+            !placed
+                .iter()
+                .any(|&(l, t, w)| left < l + w && l < left + width && (py + dy - t).abs() < LINE)
+        };
+        // -7 centres the text on the point; then one line down, one up, two down, ...
+        let dy = (0..)
+            .map(|k: i32| -7 + LINE * if k % 2 == 1 { (k + 1) / 2 } else { -k / 2 })
+            .find(|&dy| free(dy))
+            .unwrap_or(-7);
         placed.push((left, py + dy, width));
+        // A moved label is tied to its point, from the label's near edge.
+        let near = if dx > 0 { dx - 2 } else { -6 };
+        let leader = if dy == -7 {
+            vec![(0, 0)]
+        } else {
+            vec![(0, 0), (near, dy + 7)]
+        };
         chart
             .draw_series(std::iter::once(
                 EmptyElement::at(pos)
+                    + PathElement::new(leader, BLACK.mix(0.35))
                     + Circle::new((0, 0), 5, BLUE.filled())
                     + Text::new(
                         label.clone(),
