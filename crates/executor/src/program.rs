@@ -524,44 +524,28 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
     }
 
     fn apply(&self, f: &str, args: &[f64]) -> Result<f64, ProgramError> {
-        let arity = |n: usize| {
-            if args.len() == n {
-                Ok(())
-            } else {
-                Err(self.syntax(format!("{f}() takes {n} argument(s), got {}", args.len())))
-            }
+        let one: Option<fn(f64) -> f64> = match f {
+            "abs" => Some(f64::abs),
+            "int" => Some(f64::trunc),
+            "float" => Some(|x| x),
+            "ceil" => Some(f64::ceil),
+            "floor" => Some(f64::floor),
+            "sqrt" => Some(f64::sqrt),
+            _ => None,
         };
+        if let Some(g) = one {
+            let [x] = args else {
+                return Err(self.syntax(format!("{f}() takes 1 argument(s), got {}", args.len())));
+            };
+            if f == "sqrt" && *x < 0.0 {
+                return Err(ProgramError::Arithmetic {
+                    line: self.line,
+                    reason: "square root of a negative number".into(),
+                });
+            }
+            return finite(self.line, g(*x));
+        }
         let v = match f {
-            "abs" => {
-                arity(1)?;
-                args[0].abs()
-            }
-            "int" => {
-                arity(1)?;
-                args[0].trunc()
-            }
-            "float" => {
-                arity(1)?;
-                args[0]
-            }
-            "ceil" => {
-                arity(1)?;
-                args[0].ceil()
-            }
-            "floor" => {
-                arity(1)?;
-                args[0].floor()
-            }
-            "sqrt" => {
-                arity(1)?;
-                if args[0] < 0.0 {
-                    return Err(ProgramError::Arithmetic {
-                        line: self.line,
-                        reason: "square root of a negative number".into(),
-                    });
-                }
-                args[0].sqrt()
-            }
             // Python rounds halves to even.
             "round" => match args {
                 [x] => x.round_ties_even(),
