@@ -518,13 +518,7 @@ async fn agree_keeps_a_consistent_answer_and_escalates_a_disagreeing_one() {
     )
     .await;
     assert_eq!(a.answer, "22");
-    let last: Vec<_> = a
-        .steps
-        .iter()
-        .rev()
-        .take(2)
-        .map(|s| s.id.as_str())
-        .collect();
+    let last: Vec<_> = ids(&a).into_iter().rev().take(2).collect();
     assert_eq!(last, ["synthesis:up1", "synthesis:agree1"]);
     assert_eq!(
         calls[1].calls(),
@@ -718,13 +712,7 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         ExecOptions::default(),
     )
     .await;
-    let last: Vec<_> = a
-        .steps
-        .iter()
-        .rev()
-        .take(2)
-        .map(|s| s.id.as_str())
-        .collect();
+    let last: Vec<_> = ids(&a).into_iter().rev().take(2).collect();
     assert_eq!(last, ["synthesis", "synthesis:program"], "{:?}", a.warnings);
 
     // With both checks the program runs first, then the samples.
