@@ -91,7 +91,7 @@ pub struct AskArgs {
     /// followed by +agree[:K[@T]] checks answers from smaller models by K samples, and/or
     /// by +program checks maths answers by a program the model writes; a failed check
     /// escalates to the next model up. Default: the config's `policy` (the embedded pool's is
-    /// the shipped router).
+    /// the shipped router with +program: learned+program).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
     /// Model that writes the plan. Default: the config's `decomposer` (the largest model).
@@ -208,7 +208,7 @@ pub struct BenchArgs {
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
     /// any of them followed by +agree[:K[@T]] (self-consistency escalation) and/or
     /// +program (program-check escalation).
-    /// Default: the config's `policy` (the embedded pool's is the shipped router).
+    /// Default: the config's `policy` (the embedded pool's is learned+program).
     #[arg(long)]
     pub policy: Vec<String>,
     /// The policy cost reductions are measured against. Default: direct:<largest model>.
