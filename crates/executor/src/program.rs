@@ -35,6 +35,41 @@ pub enum ProgramError {
 /// The value of the first fenced code block of `text` (or of `text` itself when it has
 /// none), run as a program.
 pub fn run_program(text: &str) -> Result<f64, ProgramError> {
+    evaluate(text).map(|c| c.value)
+}
+
+/// What a program computed: its value and the numbers written in the program that the
+/// value depends on (through the assignments that lead to it), sorted and deduplicated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Computed {
+    pub value: f64,
+    pub inputs: Vec<f64>,
+}
+
+/// A variable's value and the numbers written in the program it was computed from.
+#[derive(Debug, Clone)]
+struct Var {
+    value: f64,
+    inputs: Vec<f64>,
+}
+
+impl Var {
+    fn new(value: f64, mut inputs: Vec<f64>) -> Self {
+        inputs.sort_by(f64::total_cmp);
+        inputs.dedup();
+        Var { value, inputs }
+    }
+
+    fn computed(self) -> Computed {
+        Computed {
+            value: self.value,
+            inputs: self.inputs,
+        }
+    }
+}
+
+/// [`run_program`], with the numbers the value depends on.
+pub fn evaluate(text: &str) -> Result<Computed, ProgramError> {
     let code = match first_code_block(text) {
         Some(Some(code)) => code,
         // An open fence never closed: the model ran out of tokens mid-program.
@@ -42,7 +77,7 @@ pub fn run_program(text: &str) -> Result<f64, ProgramError> {
         None => text,
     };
     let tokens = tokenize(code)?;
-    let mut env: HashMap<String, f64> = HashMap::new();
+    let mut env: HashMap<String, Var> = HashMap::new();
     let mut printed = None;
     let mut last = None;
     for (line, statement) in statements(&tokens) {
@@ -58,26 +93,132 @@ pub fn run_program(text: &str) -> Result<f64, ProgramError> {
             }
             Statement::Assign { name, op, value } => {
                 let rhs = Parser::new(line, value, &env).whole()?;
-                let v = match op {
+                let var = match op {
                     None => rhs,
                     Some(op) => {
-                        let lhs = *env.get(name).ok_or_else(|| ProgramError::Undefined {
+                        let lhs = env.get(name).ok_or_else(|| ProgramError::Undefined {
                             line,
                             name: name.to_string(),
                         })?;
-                        binary(line, op, lhs, rhs)?
+                        let value = binary(line, op, lhs.value, rhs.value)?;
+                        Var::new(value, [&lhs.inputs[..], &rhs.inputs[..]].concat())
                     }
                 };
-                env.insert(name.to_string(), v);
-                last = Some(v);
+                last = Some(var.clone());
+                env.insert(name.to_string(), var);
             }
         }
     }
-    env.get("answer")
-        .copied()
+    env.remove("answer")
         .or(printed)
         .or(last)
+        .map(Var::computed)
         .ok_or(ProgramError::Empty)
+}
+
+/// A number written in a question: `48`, `1,200`, `2.5`, `25%` (or `25 percent`), `3/4`.
+#[derive(Debug, Clone, PartialEq)]
+struct Quantity<'q> {
+    text: &'q str,
+    value: f64,
+    kind: QuantityKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum QuantityKind {
+    Plain,
+    Percent,
+    /// `a/b`: a program may write the value or both parts.
+    Fraction(f64, f64),
+}
+
+/// The numbers written in digits in `question`. Digits joined to letters (`1st`, `3pm`,
+/// `Q2`) are labels, not quantities, and are left out.
+fn quantities(question: &str) -> Vec<Quantity<'_>> {
+    let b = question.as_bytes();
+    let digits = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let joined =
+            i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'.');
+        if !b[i].is_ascii_digit() || joined {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = digits(i);
+        // Thousands separators: `1,200,000` but not `3,4` or `1, 2`.
+        while b.get(end) == Some(&b',') && digits(end + 1) == end + 4 {
+            end += 4;
+        }
+        if b.get(end) == Some(&b'.') && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            end = digits(end + 1);
+        }
+        let whole: String = question[start..end].chars().filter(|c| *c != ',').collect();
+        let value: f64 = whole.parse().unwrap_or(f64::NAN);
+        let mut kind = QuantityKind::Plain;
+        let mut text_end = end;
+        if b.get(end) == Some(&b'/') && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            let den_end = digits(end + 1);
+            let den: f64 = question[end + 1..den_end].parse().unwrap_or(f64::NAN);
+            kind = QuantityKind::Fraction(value, den);
+            text_end = den_end;
+        } else if b.get(end) == Some(&b'%') {
+            kind = QuantityKind::Percent;
+            text_end = end + 1;
+        } else if question[end..].starts_with(" percent") {
+            kind = QuantityKind::Percent;
+        }
+        let labelled = b
+            .get(text_end)
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+        let value = match kind {
+            QuantityKind::Fraction(a, d) => a / d,
+            _ => value,
+        };
+        if !labelled && value.is_finite() {
+            out.push(Quantity {
+                text: &question[start..text_end],
+                value,
+                kind,
+            });
+        }
+        i = text_end.max(start + 1);
+    }
+    out
+}
+
+/// The numbers written in `question` that a program's value does not depend on (each
+/// once, as written), given the program's [`Computed::inputs`]. A percentage counts as
+/// used when the program writes it as `25`, `0.25`, `1.25` or `0.75`; a fraction `a/b`
+/// when it writes its value or both `a` and `b`.
+pub fn unused_quantities<'q>(question: &'q str, inputs: &[f64]) -> Vec<&'q str> {
+    let has = |x: f64| {
+        inputs
+            .iter()
+            .any(|i| (i - x).abs() <= 1e-9 * x.abs().max(1.0))
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for q in quantities(question) {
+        let used = match q.kind {
+            QuantityKind::Plain => has(q.value),
+            QuantityKind::Percent => {
+                let f = q.value / 100.0;
+                has(q.value) || has(f) || has(1.0 + f) || has(1.0 - f)
+            }
+            QuantityKind::Fraction(a, d) => has(q.value) || (has(a) && has(d)),
+        };
+        if !used && !out.contains(&q.text) {
+            out.push(q.text);
+        }
+    }
+    out
 }
 
 /// The body of the first ```-fenced block if there is one (`None` inside when the block
@@ -351,18 +492,21 @@ struct Parser<'s, 'a, 'e> {
     line: usize,
     toks: &'s [Tok<'a>],
     pos: usize,
-    env: &'e HashMap<String, f64>,
+    env: &'e HashMap<String, Var>,
     depth: usize,
+    /// Every number written in the expression and every input of the variables it reads.
+    inputs: Vec<f64>,
 }
 
 impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
-    fn new(line: usize, toks: &'s [Tok<'a>], env: &'e HashMap<String, f64>) -> Self {
+    fn new(line: usize, toks: &'s [Tok<'a>], env: &'e HashMap<String, Var>) -> Self {
         Parser {
             line,
             toks,
             pos: 0,
             env,
             depth: 0,
+            inputs: Vec::new(),
         }
     }
 
@@ -385,8 +529,9 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
         found
     }
 
-    /// The whole token run as one expression.
-    fn whole(mut self) -> Result<f64, ProgramError> {
+    /// The whole token run as one expression. Its value depends on everything it reads:
+    /// straight-line arithmetic has no branch that could leave a part unused.
+    fn whole(mut self) -> Result<Var, ProgramError> {
         if self.toks.is_empty() {
             return Err(self.syntax("missing expression"));
         }
@@ -394,7 +539,7 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
         if self.pos != self.toks.len() {
             return Err(self.syntax("unexpected text after the expression"));
         }
-        Ok(v)
+        Ok(Var::new(v, self.inputs))
     }
 
     fn expr(&mut self) -> Result<f64, ProgramError> {
@@ -467,7 +612,10 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
         };
         self.pos += 1;
         match tok {
-            Tok::Num(v) => Ok(v),
+            Tok::Num(v) => {
+                self.inputs.push(v);
+                Ok(v)
+            }
             Tok::Op("(") => {
                 let v = self.descend(|p| p.expr())?;
                 if !self.eat(")") {
@@ -491,13 +639,12 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
                 self.apply(name, &args)
             }
             Tok::Name(name) if is_name(name) => {
-                self.env
-                    .get(name)
-                    .copied()
-                    .ok_or_else(|| ProgramError::Undefined {
-                        line: self.line,
-                        name: name.to_string(),
-                    })
+                let var = self.env.get(name).ok_or_else(|| ProgramError::Undefined {
+                    line: self.line,
+                    name: name.to_string(),
+                })?;
+                self.inputs.extend_from_slice(&var.inputs);
+                Ok(var.value)
             }
             Tok::Str => Err(self.syntax("text is not a number")),
             other => Err(self.syntax(format!("unexpected {}", describe(&other)))),
@@ -661,6 +808,45 @@ mod tests {
         run_program(code).unwrap_or_else(|e| panic!("{code:?}: {e}"))
     }
 
+    fn inputs(code: &str) -> Vec<f64> {
+        evaluate(code)
+            .unwrap_or_else(|e| panic!("{code:?}: {e}"))
+            .inputs
+    }
+
+    #[test]
+    fn the_value_remembers_the_numbers_it_comes_from() {
+        // Through assignments, augmented ones and calls; not from a dead end.
+        let code = "a = 4 * 3\nunused = 7\nb = round(a / 8, 1)\nb += 1.5\nanswer = max(b, 2)";
+        assert_eq!(inputs(code), [1.0, 1.5, 2.0, 3.0, 4.0, 8.0]);
+        // A reassignment forgets the old inputs; `answer` wins over what is printed.
+        assert_eq!(inputs("x = 5\nx = 6\nprint(x)"), [6.0]);
+        assert_eq!(inputs("x = 5\nanswer = x\nprint(9)"), [5.0]);
+        assert_eq!(inputs("answer = 0"), [0.0]);
+    }
+
+    #[test]
+    fn finds_the_question_numbers_a_program_leaves_out() {
+        let q = "Tom buys 1,200 pens at $2.50 in the 3rd week, 25% off, and gives away 3/4 \
+                 of them. In Q2 he has 12 left; 12 is 20 percent of what?";
+        let texts: Vec<&str> = quantities(q).iter().map(|q| q.text).collect();
+        assert_eq!(texts, ["1,200", "2.50", "25%", "3/4", "12", "12", "20"]);
+        // Everything used, in the forms programs write them.
+        assert!(unused_quantities(q, &[1200.0, 2.5, 0.75, 0.75, 12.0, 0.2]).is_empty());
+        assert!(unused_quantities(q, &[1200.0, 2.5, 25.0, 3.0, 4.0, 12.0, 20.0]).is_empty());
+        assert!(unused_quantities(q, &[1200.0, 2.5, 1.25, 0.75, 12.0, 1.2]).is_empty());
+        // Missing ones are named once, as written.
+        assert_eq!(
+            unused_quantities(q, &[1200.0, 3.0, 0.25, 20.0]),
+            ["2.50", "3/4", "12"]
+        );
+        assert_eq!(
+            unused_quantities("How much is 1, 2 and 3,5?", &[]),
+            ["1", "2", "3", "5"]
+        );
+        assert!(unused_quantities("What is the answer?", &[]).is_empty());
+    }
+
     #[test]
     fn runs_what_small_models_write() {
         let text = "```python\n# Define the number of eggs per day\neggs_per_day = 16\n\n\
@@ -805,6 +991,18 @@ mod tests {
             if let Ok(v) = run_program(&code) {
                 proptest::prop_assert!(v.is_finite());
             }
+        }
+
+        /// Any question text: every number found is finite and written in it, and a
+        /// program that writes all of them leaves none out.
+        #[test]
+        fn reads_the_numbers_of_any_question(q in "[0-9a-z ,./%$]{0,80}") {
+            let found = quantities(&q);
+            for n in &found {
+                proptest::prop_assert!(n.value.is_finite() && q.contains(n.text));
+            }
+            let all: Vec<f64> = found.iter().map(|n| n.value).collect();
+            proptest::prop_assert!(unused_quantities(&q, &all).is_empty());
         }
     }
 }
