@@ -84,7 +84,8 @@ impl Allocation {
 /// largest is checked on the same model:
 /// - `+program` (maths answers only): the model writes a short straight-line program that
 ///   computes the answer; a safe interpreter runs it, and its value must equal the answer's.
-///   Other task families are not program-checked (a warning says so).
+///   Other task families are not program-checked (a warning says so). `+program:all` also
+///   asks that the value depend on every number written in the question.
 /// - `+agree:K@T`: the model is sampled `samples` = K more times at `temperature` T (default
 ///   K = 2, T = 0.7; seeds s+1..=s+K after the answer's own seed s, 0 when it was greedy), and
 ///   every sample's answer must equal the first one.
@@ -99,6 +100,9 @@ pub struct Escalation {
     pub temperature: f32,
     /// Whether the answer's own program must compute it.
     pub program: bool,
+    /// With `program`: whether that program must also use every number the question
+    /// gives (`+program:all`).
+    pub uses_all: bool,
 }
 
 impl Escalation {
@@ -107,6 +111,7 @@ impl Escalation {
     pub const TEMPERATURE: f32 = 0.7;
     const SUFFIX: &'static str = "+agree";
     const PROGRAM: &'static str = "+program";
+    const USES_ALL: &'static str = ":all";
 
     /// Split `name+agree[:K[@T]]`, `name+program` or both (in either order) into the
     /// policy's own name and the escalation it asks for.
@@ -118,11 +123,22 @@ impl Escalation {
         let mut base = name;
         let mut agree: Option<(usize, f32)> = None;
         let mut program = false;
+        let mut uses_all = false;
         loop {
-            if let Some(rest) = base.strip_suffix(Self::PROGRAM).filter(|_| !program) {
-                program = true;
-                base = rest;
-                continue;
+            if !program {
+                if let Some(rest) = base.strip_suffix(Self::PROGRAM) {
+                    program = true;
+                    base = rest;
+                    continue;
+                }
+                if let Some(rest) = base
+                    .strip_suffix(Self::USES_ALL)
+                    .and_then(|b| b.strip_suffix(Self::PROGRAM))
+                {
+                    (program, uses_all) = (true, true);
+                    base = rest;
+                    continue;
+                }
             }
             // `+agree` ends the name or is followed by `:`; anywhere else (a path such as
             // `runs/a+agree/r.safetensors`) it is part of the policy's own name.
@@ -140,7 +156,10 @@ impl Escalation {
         if !program && agree.is_none() {
             return Ok((name, None));
         }
-        if base.ends_with(Self::PROGRAM) || base.ends_with(Self::SUFFIX) {
+        if base.ends_with(Self::PROGRAM)
+            || base.ends_with(&format!("{}{}", Self::PROGRAM, Self::USES_ALL))
+            || base.ends_with(Self::SUFFIX)
+        {
             return Err(invalid(format!(
                 "'{}' and '{}' may each follow a policy name once",
                 Self::SUFFIX,
@@ -161,6 +180,7 @@ impl Escalation {
                 samples,
                 temperature,
                 program,
+                uses_all,
             }),
         ))
     }
@@ -200,11 +220,14 @@ impl Escalation {
     }
 
     /// The suffix that asks for this escalation, e.g. `+agree:2`, `+agree:2@0.3`,
-    /// `+program` or `+program+agree:1`.
+    /// `+program`, `+program:all` or `+program+agree:1`.
     pub fn suffix(&self) -> String {
         let mut out = String::new();
         if self.program {
             out.push_str(Self::PROGRAM);
+            if self.uses_all {
+                out.push_str(Self::USES_ALL);
+            }
         }
         if self.samples > 0 {
             out.push_str(&format!("{}:{}", Self::SUFFIX, self.samples));

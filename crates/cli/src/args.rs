@@ -89,7 +89,8 @@ pub struct AskArgs {
     /// Allocation policy: learned[:<path>][@t], query-level[:<path>][@t], fixed:<model>,
     /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>; any of them
     /// followed by +agree[:K[@T]] checks answers from smaller models by K samples, and/or
-    /// by +program checks maths answers by a program the model writes; a failed check
+    /// by +program checks maths answers by a program the model writes (+program:all: a
+    /// program that also uses every number in the question); a failed check
     /// escalates to the next model up. Default: the config's `policy` (the embedded pool's is
     /// the shipped router with +program: learned+program).
     #[arg(long, value_name = "P")]
@@ -207,7 +208,7 @@ pub struct BenchArgs {
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
     /// any of them followed by +agree[:K[@T]] (self-consistency escalation) and/or
-    /// +program (program-check escalation).
+    /// +program[:all] (program-check escalation).
     /// Default: the config's `policy` (the embedded pool's is learned+program).
     #[arg(long)]
     pub policy: Vec<String>,

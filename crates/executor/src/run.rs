@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::answer::{
     final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
 };
-use crate::program::{run_program, ProgramError};
+use crate::program::{evaluate, unused_quantities, ProgramError};
 use crate::prompts;
 use crate::trace::{Answer, StepTrace};
 
@@ -255,13 +255,22 @@ impl<'p> Executor<'p> {
                     traces.push(self.trace(&program_id, text, depends_on.clone(), &call));
                     let program = match call.response.finish {
                         FinishReason::Length => Err(ProgramError::CutOff),
-                        _ => run_program(&call.response.text),
+                        _ => evaluate(&call.response.text),
                     };
                     why = match program {
-                        Ok(value) if same_value(&answer, value) => None,
-                        Ok(value) => {
-                            Some(format!("computed {} with its program", show_value(value)))
+                        Ok(c) if !same_value(&answer, c.value) => {
+                            Some(format!("computed {} with its program", show_value(c.value)))
                         }
+                        Ok(c) if esc.uses_all => {
+                            let unused = unused_quantities(question, &c.inputs);
+                            (!unused.is_empty()).then(|| {
+                                format!(
+                                    "wrote a program that never uses {} from the question",
+                                    unused.join(", ")
+                                )
+                            })
+                        }
+                        Ok(_) => None,
                         Err(e) => Some(format!("wrote a program that gives no value ({e})")),
                     };
                 } else if rise == 0 {

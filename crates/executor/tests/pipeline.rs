@@ -661,6 +661,35 @@ async fn program_check_keeps_an_answer_its_program_computes() {
     assert_eq!((calls[1].calls(), calls[2].calls()), (2, 0));
     assert!(a.steps[0].cost_usd > 0.0, "the program is paid for");
 
+    // `+program:all` also asks that the program's value depend on every number the
+    // question writes: 4, 3, 2 and 5.
+    let all = "direct:qwen2.5-coder-0.5b+program:all";
+    let p = parse_policy(all, &pool).unwrap();
+    assert_eq!(p.name(), all);
+    let e = p.escalation().unwrap();
+    assert_eq!((e.program, e.uses_all, e.samples), (true, true, 0));
+    let (a, _) = run_on([silent, sound, steady], all, ExecOptions::default()).await;
+    assert_eq!(ids(&a), ["1:program", "1"]);
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    // Computes 22, and writes 2 and 5, but its value does not come from them.
+    let partial = answering!(
+        program: "```python
+books = 2 * 5
+pens = 4 * 3
+answer = pens + 10
+```",
+        else: "ANSWER: 22"
+    );
+    let (a, _) = run_on([silent, partial, steady], small, ExecOptions::default()).await;
+    assert!(
+        a.warnings.is_empty(),
+        "+program alone keeps it: {:?}",
+        a.warnings
+    );
+    let (a, calls) = run_on([silent, partial, steady], all, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[2].calls()), ("22", 1));
+    assert_one_warning(&a, "never uses 2, 5 from the question");
+
     // A program that computes something else escalates, and says what it computed.
     for (script, why) in [
         (
@@ -742,6 +771,10 @@ async fn program_check_keeps_an_answer_its_program_computes() {
         "direct:qwen2.5-coder-0.5b+program+program",
         "direct:qwen2.5-coder-0.5b+agree+agree:2",
         "learned:runs/r.safetensors+program+program",
+        "direct:qwen2.5-coder-0.5b+program:all+program:all",
+        "direct:qwen2.5-coder-0.5b+program+program:all",
+        "direct:qwen2.5-coder-0.5b+program:some",
+        "+program:all",
     ] {
         let err = parse_policy(bad, &pool).err().unwrap();
         assert!(err.is_input_error(), "{bad}: {err}");
