@@ -197,7 +197,7 @@ fn quantities(question: &str) -> Vec<Quantity<'_>> {
 /// The numbers written in `question` that a program's value does not depend on (each
 /// once, as written), given the program's [`Computed::inputs`]. A percentage counts as
 /// used when the program writes it as `25`, `0.25`, `1.25` or `0.75`; a fraction `a/b`
-/// when it writes its value or both `a` and `b`.
+/// when it writes its value or both `a` and `b` (`b` alone when `a` is 1).
 pub fn unused_quantities<'q>(question: &'q str, inputs: &[f64]) -> Vec<&'q str> {
     let has = |x: f64| {
         inputs
@@ -212,7 +212,8 @@ pub fn unused_quantities<'q>(question: &'q str, inputs: &[f64]) -> Vec<&'q str> 
                 let f = q.value / 100.0;
                 has(q.value) || has(f) || has(1.0 + f) || has(1.0 - f)
             }
-            QuantityKind::Fraction(a, d) => has(q.value) || (has(a) && has(d)),
+            // `1/2 of x` is often written `x / 2`: a numerator of 1 goes without saying.
+            QuantityKind::Fraction(a, d) => has(q.value) || ((a == 1.0 || has(a)) && has(d)),
         };
         if !used && !out.contains(&q.text) {
             out.push(q.text);
@@ -844,6 +845,9 @@ mod tests {
             unused_quantities("How much is 1, 2 and 3,5?", &[]),
             ["1", "2", "3", "5"]
         );
+        let half = "She sees 30 bees, then 1/2 that many.";
+        assert!(unused_quantities(half, &[30.0, 2.0]).is_empty());
+        assert_eq!(unused_quantities("2/3 of 30", &[30.0, 3.0]), ["2/3"]);
         assert!(unused_quantities("What is the answer?", &[]).is_empty());
     }
 
