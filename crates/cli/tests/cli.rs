@@ -543,9 +543,10 @@ fn batched_decoding_answers_like_decoding_alone() {
 
 /// How far a first-token log-probability computed on a reused prefix may be from the same
 /// call decoded alone. The prefix was evaluated in another batch shape: measured 0.005 when
-/// this test ran alone and 0.053 in one full-suite run. A prefix whose KV data is missing
-/// moved it by 0.36.
-const PREFIX_LOGPROB_TOLERANCE: f32 = 0.15;
+/// this test ran alone, 0.053 in one full-suite run, and 0.152 in a full-suite run on
+/// another machine while a benchmark decoded on the same cores. A prefix whose KV data is
+/// missing moved it by 0.36.
+const PREFIX_LOGPROB_TOLERANCE: f32 = 0.25;
 
 /// Prefix reuse on the batching engine, real SmolLM2: the steps of one question share the
 /// system prompt and the question, so a later step evaluates little more than its own line.
