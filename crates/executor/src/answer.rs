@@ -157,9 +157,12 @@ pub fn is_plain_number(answer: &str) -> bool {
 /// Whether a math answer that is one plain number (see [`same_answer`]) equals `value`, up to
 /// floating-point rounding (relative 1e-9): the program check of escalation.
 pub fn same_value(answer: &str, value: f64) -> bool {
-    value.is_finite()
-        && plain_value(answer.trim())
-            .is_some_and(|a| (a - value).abs() <= 1e-9 * a.abs().max(value.abs()).max(1.0))
+    value.is_finite() && plain_value(answer.trim()).is_some_and(|a| close(a, value))
+}
+
+/// Equal up to floating-point rounding: relative 1e-9 (absolute near zero).
+pub(crate) fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 /// `value` as a person would write it: `18`, `2.5`, `0.333333`.

@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use crate::answer::close;
+
 /// Why a program gave no value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProgramError {
@@ -46,25 +48,12 @@ pub struct Computed {
     pub inputs: Vec<f64>,
 }
 
-/// A variable's value and the numbers written in the program it was computed from.
-#[derive(Debug, Clone)]
-struct Var {
-    value: f64,
-    inputs: Vec<f64>,
-}
-
-impl Var {
+impl Computed {
+    /// `inputs` in any order, with repeats.
     fn new(value: f64, mut inputs: Vec<f64>) -> Self {
         inputs.sort_by(f64::total_cmp);
         inputs.dedup();
-        Var { value, inputs }
-    }
-
-    fn computed(self) -> Computed {
-        Computed {
-            value: self.value,
-            inputs: self.inputs,
-        }
+        Computed { value, inputs }
     }
 }
 
@@ -77,7 +66,7 @@ pub fn evaluate(text: &str) -> Result<Computed, ProgramError> {
         None => text,
     };
     let tokens = tokenize(code)?;
-    let mut env: HashMap<String, Var> = HashMap::new();
+    let mut env: HashMap<String, Computed> = HashMap::new();
     let mut printed = None;
     let mut last = None;
     for (line, statement) in statements(&tokens) {
@@ -101,7 +90,7 @@ pub fn evaluate(text: &str) -> Result<Computed, ProgramError> {
                             name: name.to_string(),
                         })?;
                         let value = binary(line, op, lhs.value, rhs.value)?;
-                        Var::new(value, [&lhs.inputs[..], &rhs.inputs[..]].concat())
+                        Computed::new(value, [&lhs.inputs[..], &rhs.inputs[..]].concat())
                     }
                 };
                 last = Some(var.clone());
@@ -112,7 +101,6 @@ pub fn evaluate(text: &str) -> Result<Computed, ProgramError> {
     env.remove("answer")
         .or(printed)
         .or(last)
-        .map(Var::computed)
         .ok_or(ProgramError::Empty)
 }
 
@@ -199,11 +187,7 @@ fn quantities(question: &str) -> Vec<Quantity<'_>> {
 /// used when the program writes it as `25`, `0.25`, `1.25` or `0.75`; a fraction `a/b`
 /// when it writes its value or both `a` and `b` (`b` alone when `a` is 1).
 pub fn unused_quantities<'q>(question: &'q str, inputs: &[f64]) -> Vec<&'q str> {
-    let has = |x: f64| {
-        inputs
-            .iter()
-            .any(|i| (i - x).abs() <= 1e-9 * x.abs().max(1.0))
-    };
+    let has = |x: f64| inputs.iter().any(|i| close(*i, x));
     let mut out: Vec<&str> = Vec::new();
     for q in quantities(question) {
         let used = match q.kind {
@@ -493,14 +477,14 @@ struct Parser<'s, 'a, 'e> {
     line: usize,
     toks: &'s [Tok<'a>],
     pos: usize,
-    env: &'e HashMap<String, Var>,
+    env: &'e HashMap<String, Computed>,
     depth: usize,
     /// Every number written in the expression and every input of the variables it reads.
     inputs: Vec<f64>,
 }
 
 impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
-    fn new(line: usize, toks: &'s [Tok<'a>], env: &'e HashMap<String, Var>) -> Self {
+    fn new(line: usize, toks: &'s [Tok<'a>], env: &'e HashMap<String, Computed>) -> Self {
         Parser {
             line,
             toks,
@@ -532,7 +516,7 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
 
     /// The whole token run as one expression. Its value depends on everything it reads:
     /// straight-line arithmetic has no branch that could leave a part unused.
-    fn whole(mut self) -> Result<Var, ProgramError> {
+    fn whole(mut self) -> Result<Computed, ProgramError> {
         if self.toks.is_empty() {
             return Err(self.syntax("missing expression"));
         }
@@ -540,7 +524,7 @@ impl<'s, 'a, 'e> Parser<'s, 'a, 'e> {
         if self.pos != self.toks.len() {
             return Err(self.syntax("unexpected text after the expression"));
         }
-        Ok(Var::new(v, self.inputs))
+        Ok(Computed::new(v, self.inputs))
     }
 
     fn expr(&mut self) -> Result<f64, ProgramError> {
