@@ -125,20 +125,10 @@ impl Escalation {
         let mut program = false;
         let mut uses_all = false;
         loop {
-            if !program {
-                if let Some(rest) = base.strip_suffix(Self::PROGRAM) {
-                    program = true;
-                    base = rest;
-                    continue;
-                }
-                if let Some(rest) = base
-                    .strip_suffix(Self::USES_ALL)
-                    .and_then(|b| b.strip_suffix(Self::PROGRAM))
-                {
-                    (program, uses_all) = (true, true);
-                    base = rest;
-                    continue;
-                }
+            if let Some((rest, all)) = Self::strip_program(base).filter(|_| !program) {
+                (program, uses_all) = (true, all);
+                base = rest;
+                continue;
             }
             // `+agree` ends the name or is followed by `:`; anywhere else (a path such as
             // `runs/a+agree/r.safetensors`) it is part of the policy's own name.
@@ -156,10 +146,7 @@ impl Escalation {
         if !program && agree.is_none() {
             return Ok((name, None));
         }
-        if base.ends_with(Self::PROGRAM)
-            || base.ends_with(&format!("{}{}", Self::PROGRAM, Self::USES_ALL))
-            || base.ends_with(Self::SUFFIX)
-        {
+        if Self::strip_program(base).is_some() || base.ends_with(Self::SUFFIX) {
             return Err(invalid(format!(
                 "'{}' and '{}' may each follow a policy name once",
                 Self::SUFFIX,
@@ -183,6 +170,15 @@ impl Escalation {
                 uses_all,
             }),
         ))
+    }
+
+    /// `name+program` or `name+program:all` as `name` and whether `:all` was given.
+    fn strip_program(name: &str) -> Option<(&str, bool)> {
+        let (name, all) = match name.strip_suffix(Self::USES_ALL) {
+            Some(head) => (head, true),
+            None => (name, false),
+        };
+        name.strip_suffix(Self::PROGRAM).map(|rest| (rest, all))
     }
 
     /// `rest` after `+agree`: empty, `:K` or `:K@T`.
