@@ -68,6 +68,7 @@ pub fn evaluate(text: &str) -> Result<Computed, ProgramError> {
     let tokens = tokenize(code)?;
     let mut env: HashMap<String, Computed> = HashMap::new();
     let mut printed = None;
+    // The name assigned last: its entry in `env` is the last value assigned.
     let mut last = None;
     for (line, statement) in statements(&tokens) {
         match Statement::read(line, &statement)? {
@@ -93,14 +94,14 @@ pub fn evaluate(text: &str) -> Result<Computed, ProgramError> {
                         Computed::new(value, [&lhs.inputs[..], &rhs.inputs[..]].concat())
                     }
                 };
-                last = Some(var.clone());
+                last = Some(name);
                 env.insert(name.to_string(), var);
             }
         }
     }
     env.remove("answer")
         .or(printed)
-        .or(last)
+        .or_else(|| last.and_then(|name| env.remove(name)))
         .ok_or(ProgramError::Empty)
 }
 
