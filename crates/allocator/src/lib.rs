@@ -78,7 +78,8 @@ impl Allocation {
 }
 
 /// Escalation of a doubtful final answer to the next model up, asked for with a suffix on a
-/// policy name: `+agree[:K[@T]]` (self-consistency), `+program` (a program check), or both.
+/// policy name: `+agree[:K[@T]]` (self-consistency), `+program[:all]` (a program check),
+/// `+vote[:K[@T]]` (a program vote), or several of them.
 ///
 /// A final answer (a direct answer or a plan's synthesis) that came from a model below the
 /// largest is checked on the same model:
@@ -89,6 +90,12 @@ impl Allocation {
 /// - `+agree:K@T`: the model is sampled `samples` = K more times at `temperature` T (default
 ///   K = 2, T = 0.7; seeds s+1..=s+K after the answer's own seed s, 0 when it was greedy), and
 ///   every sample's answer must equal the first one.
+/// - `+vote:K@T` (a program check that may change the answer): when the answer and its
+///   program disagree, the model writes up to `votes` = K more programs, sampled at
+///   `vote_temperature` T (default K = 2, T = 0.7; seeds s+1..=s+K). The answer and each
+///   program's value are votes; the first value two votes agree on stands, even when it is
+///   a program's rather than the answer's. With `:all` (`+program:all+vote`) a program
+///   that leaves out a number the question writes casts no vote.
 ///
 /// If a check fails, or the first answer is empty, the executor asks the next model up and
 /// checks again, up to the largest model, whose answer stands. Every extra call is priced
@@ -103,6 +110,10 @@ pub struct Escalation {
     /// With `program`: whether that program must also use every number the question
     /// gives (`+program:all`).
     pub uses_all: bool,
+    /// With `program`: extra programs sampled when the answer and its program disagree, each
+    /// a vote (`+vote:K`; 0 without `+vote`).
+    pub votes: usize,
+    pub vote_temperature: f32,
 }
 
 impl Escalation {
@@ -111,10 +122,11 @@ impl Escalation {
     pub const TEMPERATURE: f32 = 0.7;
     const SUFFIX: &'static str = "+agree";
     const PROGRAM: &'static str = "+program";
+    const VOTE: &'static str = "+vote";
     const USES_ALL: &'static str = ":all";
 
-    /// Split `name+agree[:K[@T]]`, `name+program` or both (in either order) into the
-    /// policy's own name and the escalation it asks for.
+    /// Split `name+agree[:K[@T]]`, `name+program[:all]`, `name+vote[:K[@T]]` or several of
+    /// them (in any order) into the policy's own name and the escalation it asks for.
     pub fn split(name: &str) -> Result<(&str, Option<Escalation>), PolicyError> {
         let invalid = |reason: String| PolicyError::Invalid {
             policy: name.to_string(),
@@ -122,6 +134,7 @@ impl Escalation {
         };
         let mut base = name;
         let mut agree: Option<(usize, f32)> = None;
+        let mut vote: Option<(usize, f32)> = None;
         let mut program = false;
         let mut uses_all = false;
         loop {
@@ -130,44 +143,59 @@ impl Escalation {
                 base = rest;
                 continue;
             }
-            // `+agree` ends the name or is followed by `:`; anywhere else (a path such as
-            // `runs/a+agree/r.safetensors`) it is part of the policy's own name.
-            match base
-                .rsplit_once(Self::SUFFIX)
-                .filter(|(_, rest)| rest.is_empty() || rest.starts_with(':'))
-            {
-                Some((head, rest)) if agree.is_none() && !rest.contains(Self::PROGRAM) => {
-                    agree = Some(Self::parse_agree(rest).map_err(invalid)?);
+            // `+agree` and `+vote` end the name or are followed by `:`; anywhere else (a path
+            // such as `runs/a+agree/r.safetensors`) they are part of the policy's own name.
+            let sampled = [(Self::SUFFIX, &mut agree), (Self::VOTE, &mut vote)]
+                .into_iter()
+                .filter(|(_, seen)| seen.is_none())
+                .find_map(|(suffix, seen)| {
+                    base.rsplit_once(suffix)
+                        .filter(|(_, rest)| {
+                            (rest.is_empty() || rest.starts_with(':')) && !rest.contains('+')
+                        })
+                        .map(|(head, rest)| (suffix, seen, head, rest))
+                });
+            match sampled {
+                Some((suffix, seen, head, rest)) => {
+                    *seen = Some(Self::parse_sampled(suffix, rest).map_err(invalid)?);
                     base = head;
                 }
-                _ => break,
+                None => break,
             }
         }
-        if !program && agree.is_none() {
+        if !program && agree.is_none() && vote.is_none() {
             return Ok((name, None));
         }
-        if Self::strip_program(base).is_some() || base.ends_with(Self::SUFFIX) {
+        if Self::strip_program(base).is_some()
+            || base.ends_with(Self::SUFFIX)
+            || base.ends_with(Self::VOTE)
+        {
             return Err(invalid(format!(
-                "'{}' and '{}' may each follow a policy name once",
+                "'{}', '{}' and '{}' may each follow a policy name once",
                 Self::SUFFIX,
-                Self::PROGRAM
+                Self::PROGRAM,
+                Self::VOTE
             )));
         }
         if base.trim().is_empty() {
             return Err(invalid(format!(
-                "'{}' and '{}' follow a policy name, e.g. learned+agree:2",
+                "'{}', '{}' and '{}' follow a policy name, e.g. learned+agree:2",
                 Self::SUFFIX,
-                Self::PROGRAM
+                Self::PROGRAM,
+                Self::VOTE
             )));
         }
         let (samples, temperature) = agree.unwrap_or((0, Self::TEMPERATURE));
+        let (votes, vote_temperature) = vote.unwrap_or((0, Self::TEMPERATURE));
         Ok((
             base,
             Some(Escalation {
                 samples,
                 temperature,
-                program,
+                program: program || vote.is_some(),
                 uses_all,
+                votes,
+                vote_temperature,
             }),
         ))
     }
@@ -181,8 +209,8 @@ impl Escalation {
         name.strip_suffix(Self::PROGRAM).map(|rest| (rest, all))
     }
 
-    /// `rest` after `+agree`: empty, `:K` or `:K@T`.
-    fn parse_agree(rest: &str) -> Result<(usize, f32), String> {
+    /// `rest` after `+agree` or `+vote` (`suffix`): empty, `:K` or `:K@T`.
+    fn parse_sampled(suffix: &str, rest: &str) -> Result<(usize, f32), String> {
         let mut out = (Self::DEFAULT_SAMPLES, Self::TEMPERATURE);
         if rest.is_empty() {
             return Ok(out);
@@ -191,7 +219,7 @@ impl Escalation {
             format!(
                 "'{0}{rest}' must be {0}, {0}:K or {0}:K@T: K from 1 to {1} extra samples, \
                  T a sampling temperature above 0 and at most 2",
-                Self::SUFFIX,
+                suffix,
                 Self::MAX_SAMPLES
             )
         };
@@ -216,21 +244,24 @@ impl Escalation {
     }
 
     /// The suffix that asks for this escalation, e.g. `+agree:2`, `+agree:2@0.3`,
-    /// `+program`, `+program:all` or `+program+agree:1`.
+    /// `+program`, `+program:all`, `+program+agree:1`, `+vote:2` or `+program:all+vote:2`.
     pub fn suffix(&self) -> String {
         let mut out = String::new();
-        if self.program {
+        // `+vote` implies the program check; `+program` is written only when it adds `:all`
+        // or stands alone.
+        if self.program && (self.uses_all || self.votes == 0) {
             out.push_str(Self::PROGRAM);
             if self.uses_all {
                 out.push_str(Self::USES_ALL);
             }
         }
-        if self.samples > 0 {
-            out.push_str(&format!("{}:{}", Self::SUFFIX, self.samples));
-            if self.temperature != Self::TEMPERATURE {
-                out.push_str(&format!("@{}", self.temperature));
-            }
-        }
+        let sampled = |suffix: &str, k: usize, t: f32| match k {
+            0 => String::new(),
+            _ if t != Self::TEMPERATURE => format!("{suffix}:{k}@{t}"),
+            _ => format!("{suffix}:{k}"),
+        };
+        out.push_str(&sampled(Self::VOTE, self.votes, self.vote_temperature));
+        out.push_str(&sampled(Self::SUFFIX, self.samples, self.temperature));
         out
     }
 }
@@ -250,7 +281,7 @@ pub fn with_escalation(inner: Box<dyn Policy>, escalation: Option<Escalation>) -
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]] and/or +program)")]
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]], +program[:all] and/or +vote[:K[@T]])")]
     UnknownPolicy(String),
     #[error("{0}")]
     UnknownModel(String),

@@ -90,7 +90,8 @@ pub struct AskArgs {
     /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>; any of them
     /// followed by +agree[:K[@T]] checks answers from smaller models by K samples, and/or
     /// by +program checks maths answers by a program the model writes (+program:all: a
-    /// program that also uses every number in the question); a failed check
+    /// program that also uses every number in the question), and/or by +vote[:K[@T]] lets
+    /// up to K sampled programs vote when answer and program disagree; a failed check
     /// escalates to the next model up. Default: the config's `policy` (the embedded pool's is
     /// the shipped router with +program: learned+program).
     #[arg(long, value_name = "P")]
@@ -207,8 +208,8 @@ pub struct BenchArgs {
     pub data: DataArgs,
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
-    /// any of them followed by +agree[:K[@T]] (self-consistency escalation) and/or
-    /// +program[:all] (program-check escalation).
+    /// any of them followed by +agree[:K[@T]] (self-consistency escalation),
+    /// +program[:all] (program-check escalation) and/or +vote[:K[@T]] (program vote).
     /// Default: the config's `policy` (the embedded pool's is learned+program).
     #[arg(long)]
     pub policy: Vec<String>,

@@ -377,7 +377,7 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
         .map_err(|e| input_error(e.to_string()))?;
     if escalation.is_some() {
         return Err(input_error(format!(
-            "calibrate chooses a router's threshold without escalation; drop the +agree/+program suffix from '{}'",
+            "calibrate chooses a router's threshold without escalation; drop the +agree/+program/+vote suffix from '{}'",
             args.policy
         )));
     }

@@ -12,7 +12,7 @@ use r2_pool::{BackendError, ChatMessage, FinishReason, GenRequest, Pool, PoolCal
 use tracing::Instrument;
 
 use crate::answer::{
-    final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
+    close, final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
 };
 use crate::program::{evaluate, unused_quantities, ProgramError};
 use crate::prompts;
@@ -80,6 +80,16 @@ struct StepOutcome {
     result: String,
     traces: Vec<StepTrace>,
     warnings: Vec<String>,
+}
+
+/// What every program of one checked answer shares.
+struct ProgramCtx<'a> {
+    text: &'a str,
+    question: &'a str,
+    depends_on: &'a [String],
+    model: usize,
+    request: &'a GenRequest,
+    uses_all: bool,
 }
 
 /// A final answer with every call made to reach it (escalations included).
@@ -202,8 +212,10 @@ impl<'p> Executor<'p> {
 
     /// A final answer (direct or synthesis) from `model`. With `escalation`, an answer from
     /// a model below the largest is checked on the same model: by the program it writes for
-    /// `question` (maths, `+program`), then by samples (`+agree`). If a check fails (or no
-    /// answer could be read), the next model up answers and is checked in turn.
+    /// `question` (maths, `+program`), or by a vote of the answer and up to K+1 programs
+    /// (`+vote`, which may replace the answer by the programs' value), then by samples
+    /// (`+agree`). If a check fails (or no answer could be read), the next model up answers
+    /// and is checked in turn.
     #[allow(clippy::too_many_arguments)]
     async fn checked_answer(
         &self,
@@ -242,37 +254,103 @@ impl<'p> Executor<'p> {
                 why = Some("gave no answer".to_string());
             }
             if esc.program && why.is_none() {
-                if family == TaskFamily::Math && !is_plain_number(&answer) {
+                let plain = is_plain_number(&answer);
+                if family == TaskFamily::Math && !plain && esc.votes == 0 {
                     // No program value can equal `3/4` or `18 dollars`: spare the call.
                     why = Some(format!(
                         "answered '{answer}', not a plain number its program could confirm"
                     ));
                 } else if family == TaskFamily::Math {
-                    let program_id = format!("{call_id}:program");
-                    let mut asked = request.clone();
-                    asked.messages = prompts::program(question);
-                    let call = self.call(&program_id, model, &asked).await?;
-                    traces.push(self.trace(&program_id, text, depends_on.clone(), &call));
-                    let program = match call.response.finish {
-                        FinishReason::Length => Err(ProgramError::CutOff),
-                        _ => evaluate(&call.response.text),
+                    let ctx = ProgramCtx {
+                        text,
+                        question,
+                        depends_on: &depends_on,
+                        model,
+                        request,
+                        uses_all: esc.uses_all,
                     };
-                    why = match program {
-                        Ok(c) if !same_value(&answer, c.value) => {
-                            Some(format!("computed {} with its program", show_value(c.value)))
-                        }
-                        Ok(c) if esc.uses_all => {
-                            let unused = unused_quantities(question, &c.inputs);
-                            (!unused.is_empty()).then(|| {
-                                format!(
-                                    "wrote a program that never uses {} from the question",
-                                    unused.join(", ")
-                                )
-                            })
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(format!("wrote a program that gives no value ({e})")),
+                    let (trace, greedy) = self
+                        .program_value(&ctx, &format!("{call_id}:program"), request.sampling)
+                        .await?;
+                    traces.push(trace);
+                    why = match greedy {
+                        Ok(v) if plain && same_value(&answer, v) => None,
+                        _ if !plain => Some(format!(
+                            "answered '{answer}', not a plain number its program could confirm"
+                        )),
+                        Ok(v) => Some(format!("computed {} with its program", show_value(v))),
+                        Err(ref reason) => Some(reason.clone()),
                     };
+                    if why.is_some() && esc.votes > 0 {
+                        // The answer (when it is a plain number) and every program that
+                        // gives a value are votes; the first value with two stands.
+                        let mut ballots: Vec<f64> = greedy.into_iter().collect();
+                        let mut winner = None;
+                        for k in 1..=esc.votes {
+                            let sampling = Sampling::Temperature {
+                                temperature: esc.vote_temperature,
+                                seed: base_seed.wrapping_add(k as u64),
+                            };
+                            let (trace, value) = self
+                                .program_value(&ctx, &format!("{call_id}:vote{k}"), sampling)
+                                .await?;
+                            traces.push(trace);
+                            let Ok(v) = value else { continue };
+                            if (plain && same_value(&answer, v))
+                                || ballots.iter().any(|b| close(*b, v))
+                            {
+                                winner = Some(v);
+                                break;
+                            }
+                            ballots.push(v);
+                        }
+                        match winner {
+                            Some(v) if plain && same_value(&answer, v) => why = None,
+                            Some(v) => {
+                                let voted = show_value(v);
+                                warnings.push(format!(
+                                    "{id}: {} answered '{answer}', but two of its programs computed {voted}, which stands",
+                                    self.pool.id(model)
+                                ));
+                                let trace = StepTrace {
+                                    id: format!("{call_id}:vote"),
+                                    text: text.to_string(),
+                                    depends_on: depends_on.clone(),
+                                    model: self.pool.id(model).to_string(),
+                                    input_tokens: 0,
+                                    output_tokens: 0,
+                                    cost_usd: 0.0,
+                                    latency_ms: 0.0,
+                                    confidence: None,
+                                    output: format!(
+                                        "Two programs computed {voted}.\n{} {voted}",
+                                        prompts::ANSWER_MARKER
+                                    ),
+                                };
+                                if let Some(tx) = &self.options.progress {
+                                    let _ = tx.send(trace.clone());
+                                }
+                                // The vote is what graders read: it goes last, after the
+                                // answer it replaced.
+                                let kept = traces.remove(answered);
+                                traces.push(kept);
+                                traces.push(trace);
+                                return Ok(Checked {
+                                    traces,
+                                    answer: voted,
+                                    warnings,
+                                });
+                            }
+                            None => {
+                                why = why.map(|w| {
+                                    format!(
+                                        "{w}, and no value had two votes among its answer and {} programs",
+                                        esc.votes + 1
+                                    )
+                                })
+                            }
+                        }
+                    }
                 } else if rise == 0 {
                     warnings.push(format!(
                         "{id}: the program check applies to maths answers only; this {} answer is not program-checked",
@@ -314,6 +392,37 @@ impl<'p> Executor<'p> {
             rise += 1;
             call_id = format!("{id}:up{rise}");
         }
+    }
+
+    /// One program for the question, written by `ctx.model` with `sampling`, and its value,
+    /// or why it gives none that counts (no value, cut off, or, with `uses_all`, a number of
+    /// the question left out).
+    async fn program_value(
+        &self,
+        ctx: &ProgramCtx<'_>,
+        id: &str,
+        sampling: Sampling,
+    ) -> Result<(StepTrace, Result<f64, String>), ExecError> {
+        let mut asked = ctx.request.clone();
+        asked.messages = prompts::program(ctx.question);
+        asked.sampling = sampling;
+        let call = self.call(id, ctx.model, &asked).await?;
+        let trace = self.trace(id, ctx.text, ctx.depends_on.to_vec(), &call);
+        let program = match call.response.finish {
+            FinishReason::Length => Err(ProgramError::CutOff),
+            _ => evaluate(&call.response.text),
+        };
+        let value = match program {
+            Err(e) => Err(format!("wrote a program that gives no value ({e})")),
+            Ok(c) => match unused_quantities(ctx.question, &c.inputs) {
+                unused if ctx.uses_all && !unused.is_empty() => Err(format!(
+                    "wrote a program that never uses {} from the question",
+                    unused.join(", ")
+                )),
+                _ => Ok(c.value),
+            },
+        };
+        Ok((trace, value))
     }
 
     /// The routed pipeline under `policy`, with `decomposer` writing the plan.

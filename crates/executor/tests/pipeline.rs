@@ -780,3 +780,180 @@ answer = pens + 10
         assert!(err.is_input_error(), "{bad}: {err}");
     }
 }
+
+/// A program whose value depends on the sample's seed (greedy is seed 0).
+fn seeded_program(req: &GenRequest, values: &[&str]) -> String {
+    let k = seed(req).unwrap_or(0) as usize;
+    let v = values.get(k).copied().unwrap_or("0");
+    format!("```python\npens = 4 * 3\nbooks = 2 * 5\nanswer = pens + books - 22 + {v}\n```")
+}
+
+#[tokio::test]
+async fn vote_keeps_the_first_value_two_votes_agree_on() {
+    let steady = |req: &GenRequest| match kind(req) {
+        Kind::Decompose => PLAN.to_string(),
+        Kind::Step => "RESULT: ok".to_string(),
+        _ => "ANSWER: 22".to_string(),
+    };
+    let silent = |_: &GenRequest| "I am not sure.".to_string();
+    let vote = "direct:qwen2.5-coder-0.5b+vote";
+    let (pool, _) = per_model_pool([silent, steady, steady]);
+    let p = parse_policy(vote, &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+vote:2");
+    let e = p.escalation().unwrap();
+    assert_eq!(
+        (e.program, e.uses_all, e.votes, e.samples),
+        (true, false, 2, 0)
+    );
+
+    // The answer and its greedy program agree: no vote is sampled.
+    let agreeing = |req: &GenRequest| {
+        if is_program(req) {
+            seeded_program(req, &["22", "7", "7"])
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let (a, calls) = run_on([silent, agreeing, steady], vote, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 2));
+    assert_eq!(ids(&a), ["1:program", "1"]);
+
+    // Greedy program 21 disagrees with the answer 22; the first sampled program computes
+    // 22: the answer has two votes and stands, on the small model.
+    let confirmed = |req: &GenRequest| {
+        if is_program(req) {
+            seeded_program(req, &["21", "22", "7"])
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let (a, calls) = run_on([silent, confirmed, steady], vote, ExecOptions::default()).await;
+    assert_eq!(a.answer, "22");
+    assert_eq!(ids(&a), ["1:program", "1:vote1", "1"]);
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    assert_eq!((calls[1].calls(), calls[2].calls()), (3, 0));
+
+    // Both programs compute 21 against the answer's 22: 21 stands, and the last step (what
+    // graders read) says so at no cost.
+    let outvoted = |req: &GenRequest| {
+        if is_program(req) {
+            seeded_program(req, &["21", "21", "7"])
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let (a, calls) = run_on([silent, outvoted, steady], vote, ExecOptions::default()).await;
+    assert_eq!(a.answer, "21");
+    assert_eq!(ids(&a), ["1:program", "1:vote1", "1", "1:vote"]);
+    let last = a.steps.last().unwrap();
+    assert_eq!(
+        (last.model.as_str(), last.cost_usd),
+        ("qwen2.5-coder-0.5b", 0.0)
+    );
+    assert!(last.output.ends_with("ANSWER: 21"), "{}", last.output);
+    assert_one_warning(&a, "two of its programs computed 21");
+    assert_eq!(calls[2].calls(), 0);
+
+    // An answer that is not a plain number casts no vote, but two programs still can.
+    let worded = |req: &GenRequest| {
+        if is_program(req) {
+            seeded_program(req, &["7", "9", "7"])
+        } else {
+            "ANSWER: 22 dollars".to_string()
+        }
+    };
+    let (a, calls) = run_on([silent, worded, steady], vote, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[2].calls()), ("7", 0));
+    assert_eq!(ids(&a), ["1:program", "1:vote1", "1:vote2", "1", "1:vote"]);
+
+    // No value gets two votes among the answer and three programs: the next model up
+    // answers, unchecked.
+    let scattered = |req: &GenRequest| {
+        if is_program(req) {
+            seeded_program(req, &["21", "20", "19"])
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let (a, calls) = run_on([silent, scattered, steady], vote, ExecOptions::default()).await;
+    assert_eq!(a.answer, "22");
+    assert_eq!(
+        trail(&a),
+        [
+            ("1", "qwen2.5-coder-0.5b"),
+            ("1:program", "qwen2.5-coder-0.5b"),
+            ("1:vote1", "qwen2.5-coder-0.5b"),
+            ("1:vote2", "qwen2.5-coder-0.5b"),
+            ("1:up1", "qwen2.5-coder-1.5b"),
+        ]
+    );
+    assert_eq!(calls[2].calls(), 1);
+    assert_one_warning(&a, "no value had two votes among its answer and 3 programs");
+
+    // Votes are sampled at the vote temperature with seeds after the answer's own.
+    static SAMPLED: std::sync::Mutex<Vec<Sampling>> = std::sync::Mutex::new(Vec::new());
+    let recorded = |req: &GenRequest| {
+        if is_program(req) {
+            SAMPLED.lock().unwrap().push(req.sampling);
+            seeded_program(req, &["21", "20", "19", "18"])
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let (pool, _) = per_model_pool([silent, recorded, steady]);
+    let p = parse_policy("direct:qwen2.5-coder-0.5b+vote:3@0.4", &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+vote:3@0.4");
+    Executor::new(&pool, ExecOptions::default())
+        .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
+        .await
+        .unwrap();
+    let sampled = SAMPLED.lock().unwrap().clone();
+    assert_eq!(sampled[0], Sampling::Greedy);
+    for (k, s) in sampled[1..].iter().enumerate() {
+        assert_eq!(
+            *s,
+            Sampling::Temperature {
+                temperature: 0.4,
+                seed: k as u64 + 1
+            }
+        );
+    }
+    assert_eq!(sampled.len(), 4);
+
+    // With `:all`, a program that leaves out a number of the question casts no vote: both
+    // programs compute 21 without the 5, so the answer goes up.
+    let partial = |req: &GenRequest| {
+        if is_program(req) {
+            "```python\npens = 4 * 3\nanswer = pens + 2 * 4 + 1\n```".to_string()
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let all = "direct:qwen2.5-coder-0.5b+program:all+vote";
+    let p = parse_policy(all, &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+program:all+vote:2");
+    let (a, calls) = run_on([silent, partial, steady], all, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[2].calls()), ("22", 1));
+    assert_one_warning(&a, "never uses 5 from the question");
+    let (a, _) = run_on([silent, partial, steady], vote, ExecOptions::default()).await;
+    assert_eq!(a.answer, "21", "without :all they are votes");
+
+    for bad in [
+        "+vote",
+        "direct:qwen2.5-coder-0.5b+vote:0",
+        "direct:qwen2.5-coder-0.5b+vote:17",
+        "direct:qwen2.5-coder-0.5b+vote:2@0",
+        "direct:qwen2.5-coder-0.5b+vote+vote",
+        "direct:qwen2.5-coder-0.5b+vote:x",
+    ] {
+        let err = parse_policy(bad, &pool).err().unwrap();
+        assert!(err.is_input_error(), "{bad}: {err}");
+    }
+    for good in [
+        "direct:qwen2.5-coder-0.5b+vote:1+agree:1",
+        "direct:qwen2.5-coder-0.5b+agree:1+vote:1",
+        "direct:qwen2.5-coder-0.5b+program+vote:1",
+    ] {
+        assert!(parse_policy(good, &pool).is_ok(), "{good}");
+    }
+}
