@@ -308,6 +308,11 @@ pub struct GrpoArgs {
     pub patience: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Check final answers in rollouts and dev evaluation the way a policy suffix does
+    /// (e.g. +program, +vote, +program:all+vote:2), so rewards are those of the checked
+    /// routes; use the router with the same suffix. Default: unchecked.
+    #[arg(long, value_name = "SUFFIX")]
+    pub escalate: Option<String>,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]

@@ -228,6 +228,22 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
 }
 
 async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
+    // A bad suffix fails before anything loads.
+    let escalation = match args.escalate.as_deref() {
+        None => None,
+        Some(suffix) => {
+            let named = format!("learned{}", suffix.trim());
+            match r2_allocator::Escalation::split(&named) {
+                Ok(("learned", Some(e))) => Some(e),
+                Ok(_) => {
+                    return Err(input_error(format!(
+                        "--escalate takes a policy suffix such as +vote or +program:all+vote:2, not '{suffix}'"
+                    )))
+                }
+                Err(e) => return Err(input_error(e.to_string())),
+            }
+        }
+    };
     let selection = select_items(&args.data)?;
     let session = Session::open(config_path, &args.run)?;
     let (net, features) = session
@@ -255,6 +271,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         patience: args.patience.max(1),
         seed: args.seed,
         threshold: net.manifest.threshold,
+        escalation,
         ..Default::default()
     };
     let grpo = Grpo::new(&session.pool, &settings, features, options);

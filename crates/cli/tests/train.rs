@@ -235,4 +235,25 @@ fn bad_labels_and_routers_are_input_errors() {
         "0.5",
     ]));
     assert_input_error(&o, &["learned policy"]);
+
+    // GRPO's check is a policy suffix; anything else fails before the router loads.
+    for (bad, needle) in [
+        ("+vote:0", "+vote:0"),
+        ("vote", "not 'vote'"),
+        ("+program+program", "once"),
+    ] {
+        let o = run(bin().arg("--config").arg(&cfg).args([
+            "train",
+            "grpo",
+            "--init",
+            "missing.safetensors",
+            "--dataset",
+            "gsm8k",
+            "--escalate",
+            bad,
+            "--out",
+            "x.safetensors",
+        ]));
+        assert_input_error(&o, &[needle]);
+    }
 }

@@ -2,6 +2,11 @@
 //! allocations from the current policy, execute them, reward = correct − λ·cost /
 //! cost(all steps on the largest model), normalise advantages within the group, and take
 //! clipped policy-gradient steps with a KL penalty towards the SFT policy.
+//!
+//! With an escalation (`GrpoOptions::escalation`, e.g. `+vote`), rollouts and dev
+//! evaluation run with that check on the final answers, so a route's reward is that of the
+//! checked route: an answer a smaller model got wrong but whose check sent it up costs the
+//! climb, not the accuracy. The router learns when trying a cheaper model first pays.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use futures::{stream, StreamExt};
+use r2_allocator::{with_escalation, Escalation};
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
@@ -41,6 +47,8 @@ pub struct GrpoOptions {
     pub seed: u64,
     /// Stop after this many iterations without a better dev reward.
     pub patience: usize,
+    /// The check final answers get in rollouts and dev evaluation (none: unchecked).
+    pub escalation: Option<Escalation>,
 }
 
 impl Default for GrpoOptions {
@@ -57,6 +65,7 @@ impl Default for GrpoOptions {
             threshold: 0.5,
             seed: 0,
             patience: 4,
+            escalation: None,
         }
     }
 }
@@ -162,13 +171,16 @@ impl<'a> Grpo<'a> {
 
     /// The deterministic policy on `items`: (correct, cost, normaliser) per item.
     pub async fn evaluate(&self, net: &Arc<RouterNet>, items: &[Item]) -> Score {
-        let policy = LearnedPolicy {
-            net: net.clone(),
-            features: self.features.clone(),
-            threshold: self.options.threshold,
-            query_level: false,
-        };
-        let policy = &policy;
+        let policy = with_escalation(
+            Box::new(LearnedPolicy {
+                net: net.clone(),
+                features: self.features.clone(),
+                threshold: self.options.threshold,
+                query_level: false,
+            }),
+            self.options.escalation,
+        );
+        let policy = policy.as_ref();
         let samples: Vec<(bool, f64, f64)> = stream::iter(items)
             .map(|item| async move {
                 let norm = self.all_largest_cost(item).await;
@@ -216,8 +228,7 @@ impl<'a> Grpo<'a> {
         let ckpt_dir = sibling(out, "checkpoints");
         let log_path = sibling(out, "log.jsonl");
         // The initial weights first: saving creates `out`'s directory, where the log goes.
-        let mut saved = net.snapshot()?;
-        saved.manifest.stage = "grpo".into();
+        let mut saved = self.stamped(&net)?;
         saved.save(out)?;
         let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io {
             path: log_path.clone(),
@@ -264,6 +275,7 @@ impl<'a> Grpo<'a> {
                         threshold: o.threshold,
                         seed,
                         decisions: Mutex::new(Vec::new()),
+                        escalation: o.escalation,
                     };
                     let r = run_item(self.pool, &policy, self.settings, item).await;
                     let ok = r.correct && r.error.is_none();
@@ -310,8 +322,7 @@ impl<'a> Grpo<'a> {
             }
             let dev_score = self.evaluate(&net, dev).await;
             let is_best = dev_score.reward > best.0 + 1e-9;
-            let mut ck = net.snapshot()?;
-            ck.manifest.stage = "grpo".into();
+            let ck = self.stamped(&net)?;
             ck.save(&ckpt_dir.join(format!("iter-{iteration:03}.safetensors")))?;
             if is_best {
                 best = (dev_score.reward, iteration, dev_score);
@@ -347,6 +358,18 @@ impl<'a> Grpo<'a> {
             best_dev: best.2,
             stopped_early,
         })
+    }
+
+    /// A snapshot of `net` marked as GRPO-trained, with the check its rollouts ran under.
+    fn stamped(&self, net: &RouterNet) -> Result<RouterNet, RouterError> {
+        let mut ck = net.snapshot()?;
+        ck.manifest.stage = "grpo".into();
+        if let Some(e) = self.options.escalation {
+            ck.manifest
+                .notes
+                .insert("grpo_escalation".into(), e.suffix().into());
+        }
+        Ok(ck)
     }
 
     /// The clipped surrogate with the KL penalty, over both heads' decisions.

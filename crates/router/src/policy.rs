@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use r2_allocator::{Allocation, Policy, PolicyError, Route, StepContext, StepKind};
+use r2_allocator::{Allocation, Escalation, Policy, PolicyError, Route, StepContext, StepKind};
 use r2_decomposer::{Plan, TaskFamily};
 use r2_pool::Pool;
 
@@ -226,6 +226,8 @@ pub struct SamplingPolicy {
     pub threshold: f64,
     pub seed: u64,
     pub decisions: Mutex<Vec<Decision>>,
+    /// The check final answers get (GRPO with escalation in its rollouts).
+    pub escalation: Option<Escalation>,
 }
 
 impl SamplingPolicy {
@@ -271,6 +273,10 @@ impl Policy for SamplingPolicy {
         let (f, z) = step_scores(&self.net, &self.features, &step, &info)?;
         let chosen = self.record(false, f, &z, self.draw(step.question, info.position as u64));
         Ok(Allocation::plain(chosen, sigmoid(z[chosen])))
+    }
+
+    fn escalation(&self) -> Option<Escalation> {
+        self.escalation
     }
 }
 

@@ -478,3 +478,159 @@ async fn the_shipped_router_belongs_to_the_embedded_pool() {
         .expect("a pool mismatch");
     assert!(err.to_string().contains("trained for the pool"), "{err}");
 }
+
+/// Model `me` for the escalation test: the middle model answers even-numbered puzzles
+/// right, and its program then computes the same; every other answer below the largest is
+/// wrong and its program disagrees. The largest model is always right, at length.
+fn checked_backend(me: usize) -> Arc<dyn Backend> {
+    ScriptedBackend::new(move |req: &GenRequest| {
+        let first = &req.messages[0].content;
+        let last = &req.messages.last().unwrap().content;
+        let easy = last
+            .split_whitespace()
+            .find_map(|w| w.trim_end_matches(':').parse::<usize>().ok())
+            .is_some_and(|n| n % 2 == 0);
+        Ok(if first.starts_with("You break a question") {
+            "1. Answer the question.".into()
+        } else if first.contains("Write Python code") {
+            if me == 1 && easy {
+                "answer = 6 * 7".into()
+            } else {
+                "answer = 7".into()
+            }
+        } else if me == 2 {
+            format!(
+                "{}ANSWER: 42",
+                "let me think this through carefully once more ".repeat(60)
+            )
+        } else if me == 1 && easy {
+            "ANSWER: 42".into()
+        } else {
+            "ANSWER: 0".into()
+        })
+    })
+}
+
+/// Puzzles whose wording says nothing of which models can answer them.
+fn plain_items(range: std::ops::Range<usize>) -> Vec<Item> {
+    range
+        .map(|i| Item {
+            id: format!("p{i}"),
+            question: format!("Puzzle {i}: what number is the answer?"),
+            family: TaskFamily::Math,
+            gold: Gold::Number("42".into()),
+            reference: None,
+            meta: BTreeMap::new(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn grpo_with_a_check_learns_to_try_a_cheaper_model_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = PoolConfig::embedded();
+    let map: HashMap<String, Arc<dyn Backend>> = cfg
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.clone(), checked_backend(i)))
+        .collect();
+    let pool = Pool::new(cfg, map).unwrap();
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Starts out answering every question directly on the largest model.
+    let start = || {
+        let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
+        let bias = candle_core::Tensor::from_vec(
+            vec![-1.5f32, -1.5, -1.5, 3.0],
+            4,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        net.route.b2.set(&bias).unwrap();
+        net
+    };
+    let reference = start().snapshot().unwrap();
+    let program = r2_allocator::Escalation::split("learned+program")
+        .unwrap()
+        .1;
+    let opts = GrpoOptions {
+        group: 8,
+        lambda: 0.5,
+        iterations: 12,
+        batch: 6,
+        epochs: 4,
+        lr: 1e-2,
+        kl: 0.001,
+        patience: 12,
+        escalation: program,
+        ..Default::default()
+    };
+    let out = dir.path().join("checked.safetensors");
+    let report = Grpo::new(&pool, &s, features.clone(), opts.clone())
+        .train(
+            start(),
+            &reference,
+            &plain_items(0..24),
+            &plain_items(24..36),
+            &out,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    // Half the answers of the middle model are wrong, but its program check sends those
+    // up: trying it first costs little and loses nothing.
+    assert_eq!(report.initial_dev.accuracy, 1.0);
+    assert_eq!(report.best_dev.accuracy, 1.0);
+    assert!(
+        report.best_dev.reward > report.initial_dev.reward + 0.1,
+        "dev reward {} → {}",
+        report.initial_dev.reward,
+        report.best_dev.reward
+    );
+    let best = RouterNet::load(&out).unwrap();
+    assert_eq!(best.manifest.notes["grpo_escalation"], "+program");
+    let policy = LearnedPolicy {
+        net: Arc::new(best),
+        features: features.clone(),
+        threshold: 0.5,
+        query_level: false,
+    };
+    let mut cheaper = 0;
+    for item in plain_items(24..36) {
+        let route = r2_allocator::Policy::route(&policy, &item.question, item.family, &pool)
+            .await
+            .unwrap();
+        if matches!(route, r2_allocator::Route::Direct { model, .. } if model < 2) {
+            cheaper += 1;
+        }
+    }
+    assert!(
+        cheaper >= 6,
+        "{cheaper} of 12 dev questions try a cheaper model"
+    );
+
+    // The same training without the check sees the middle model wrong on half the
+    // questions, with nothing to tell which: answering on the largest model stays best.
+    let unchecked = GrpoOptions {
+        escalation: None,
+        ..opts
+    };
+    let plain = Grpo::new(&pool, &s, features.clone(), unchecked)
+        .train(
+            start(),
+            &reference,
+            &plain_items(0..24),
+            &plain_items(24..36),
+            &dir.path().join("unchecked.safetensors"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(
+        plain.best_dev.reward < report.best_dev.reward,
+        "unchecked {} vs checked {}",
+        plain.best_dev.reward,
+        report.best_dev.reward
+    );
+}
