@@ -79,7 +79,7 @@ impl Allocation {
 
 /// Escalation of a doubtful final answer to the next model up, asked for with a suffix on a
 /// policy name: `+agree[:K[@T]]` (self-consistency), `+program[:all]` (a program check),
-/// `+vote[:K[@T]]` (a program vote), or several of them.
+/// `+retry[:K[@T]]` (more programs for a failed program check), or several of them.
 ///
 /// A final answer (a direct answer or a plan's synthesis) that came from a model below the
 /// largest is checked on the same model:
@@ -90,12 +90,10 @@ impl Allocation {
 /// - `+agree:K@T`: the model is sampled `samples` = K more times at `temperature` T (default
 ///   K = 2, T = 0.7; seeds s+1..=s+K after the answer's own seed s, 0 when it was greedy), and
 ///   every sample's answer must equal the first one.
-/// - `+vote:K@T` (a program check that may change the answer): when the answer and its
-///   program disagree, the model writes up to `votes` = K more programs, sampled at
-///   `vote_temperature` T (default K = 2, T = 0.7; seeds s+1..=s+K). The answer and each
-///   program's value are votes; the first value two votes agree on stands, even when it is
-///   a program's rather than the answer's. With `:all` (`+program:all+vote`) a program
-///   that leaves out a number the question writes casts no vote.
+/// - `+retry:K@T` (implies `+program`): when the answer's greedy program fails the check,
+///   the model writes up to `retries` = K more programs, sampled at `retry_temperature` T
+///   (default K = 1, T = 0.7; seeds s+1..=s+K), and the answer stands as soon as one of
+///   them passes the same check. Programs only confirm: the answer is never replaced.
 ///
 /// If a check fails, or the first answer is empty, the executor asks the next model up and
 /// checks again, up to the largest model, whose answer stands. Every extra call is priced
@@ -110,22 +108,23 @@ pub struct Escalation {
     /// With `program`: whether that program must also use every number the question
     /// gives (`+program:all`).
     pub uses_all: bool,
-    /// With `program`: extra programs sampled when the answer and its program disagree, each
-    /// a vote (`+vote:K`; 0 without `+vote`).
-    pub votes: usize,
-    pub vote_temperature: f32,
+    /// With `program`: extra programs sampled when the greedy one fails the check, any of
+    /// which may confirm the answer (`+retry:K`; 0 without `+retry`).
+    pub retries: usize,
+    pub retry_temperature: f32,
 }
 
 impl Escalation {
     pub const DEFAULT_SAMPLES: usize = 2;
+    pub const DEFAULT_RETRIES: usize = 1;
     pub const MAX_SAMPLES: usize = 16;
     pub const TEMPERATURE: f32 = 0.7;
     const SUFFIX: &'static str = "+agree";
     const PROGRAM: &'static str = "+program";
-    const VOTE: &'static str = "+vote";
+    const RETRY: &'static str = "+retry";
     const USES_ALL: &'static str = ":all";
 
-    /// Split `name+agree[:K[@T]]`, `name+program[:all]`, `name+vote[:K[@T]]` or several of
+    /// Split `name+agree[:K[@T]]`, `name+program[:all]`, `name+retry[:K[@T]]` or several of
     /// them (in any order) into the policy's own name and the escalation it asks for.
     pub fn split(name: &str) -> Result<(&str, Option<Escalation>), PolicyError> {
         let invalid = |reason: String| PolicyError::Invalid {
@@ -134,7 +133,7 @@ impl Escalation {
         };
         let mut base = name;
         let mut agree: Option<(usize, f32)> = None;
-        let mut vote: Option<(usize, f32)> = None;
+        let mut retry: Option<(usize, f32)> = None;
         let mut program = false;
         let mut uses_all = false;
         loop {
@@ -143,9 +142,9 @@ impl Escalation {
                 base = rest;
                 continue;
             }
-            // `+agree` and `+vote` end the name or are followed by `:`; anywhere else (a path
+            // `+agree` and `+retry` end the name or are followed by `:`; anywhere else (a path
             // such as `runs/a+agree/r.safetensors`) they are part of the policy's own name.
-            let sampled = [(Self::SUFFIX, &mut agree), (Self::VOTE, &mut vote)]
+            let sampled = [(Self::SUFFIX, &mut agree), (Self::RETRY, &mut retry)]
                 .into_iter()
                 .filter(|(_, seen)| seen.is_none())
                 .find_map(|(suffix, seen)| {
@@ -163,18 +162,18 @@ impl Escalation {
                 None => break,
             }
         }
-        if !program && agree.is_none() && vote.is_none() {
+        if !program && agree.is_none() && retry.is_none() {
             return Ok((name, None));
         }
         if Self::strip_program(base).is_some()
             || base.ends_with(Self::SUFFIX)
-            || base.ends_with(Self::VOTE)
+            || base.ends_with(Self::RETRY)
         {
             return Err(invalid(format!(
                 "'{}', '{}' and '{}' may each follow a policy name once",
                 Self::SUFFIX,
                 Self::PROGRAM,
-                Self::VOTE
+                Self::RETRY
             )));
         }
         if base.trim().is_empty() {
@@ -182,20 +181,20 @@ impl Escalation {
                 "'{}', '{}' and '{}' follow a policy name, e.g. learned+agree:2",
                 Self::SUFFIX,
                 Self::PROGRAM,
-                Self::VOTE
+                Self::RETRY
             )));
         }
         let (samples, temperature) = agree.unwrap_or((0, Self::TEMPERATURE));
-        let (votes, vote_temperature) = vote.unwrap_or((0, Self::TEMPERATURE));
+        let (retries, retry_temperature) = retry.unwrap_or((0, Self::TEMPERATURE));
         Ok((
             base,
             Some(Escalation {
                 samples,
                 temperature,
-                program: program || vote.is_some(),
+                program: program || retry.is_some(),
                 uses_all,
-                votes,
-                vote_temperature,
+                retries,
+                retry_temperature,
             }),
         ))
     }
@@ -209,9 +208,13 @@ impl Escalation {
         name.strip_suffix(Self::PROGRAM).map(|rest| (rest, all))
     }
 
-    /// `rest` after `+agree` or `+vote` (`suffix`): empty, `:K` or `:K@T`.
+    /// `rest` after `+agree` or `+retry` (`suffix`): empty, `:K` or `:K@T`.
     fn parse_sampled(suffix: &str, rest: &str) -> Result<(usize, f32), String> {
-        let mut out = (Self::DEFAULT_SAMPLES, Self::TEMPERATURE);
+        let default = match suffix {
+            Self::RETRY => Self::DEFAULT_RETRIES,
+            _ => Self::DEFAULT_SAMPLES,
+        };
+        let mut out = (default, Self::TEMPERATURE);
         if rest.is_empty() {
             return Ok(out);
         }
@@ -244,12 +247,12 @@ impl Escalation {
     }
 
     /// The suffix that asks for this escalation, e.g. `+agree:2`, `+agree:2@0.3`,
-    /// `+program`, `+program:all`, `+program+agree:1`, `+vote:2` or `+program:all+vote:2`.
+    /// `+program`, `+program:all`, `+program+agree:1`, `+retry:1` or `+program:all+retry:1`.
     pub fn suffix(&self) -> String {
         let mut out = String::new();
-        // `+vote` implies the program check; `+program` is written only when it adds `:all`
+        // `+retry` implies the program check; `+program` is written only when it adds `:all`
         // or stands alone.
-        if self.program && (self.uses_all || self.votes == 0) {
+        if self.program && (self.uses_all || self.retries == 0) {
             out.push_str(Self::PROGRAM);
             if self.uses_all {
                 out.push_str(Self::USES_ALL);
@@ -260,7 +263,7 @@ impl Escalation {
             _ if t != Self::TEMPERATURE => format!("{suffix}:{k}@{t}"),
             _ => format!("{suffix}:{k}"),
         };
-        out.push_str(&sampled(Self::VOTE, self.votes, self.vote_temperature));
+        out.push_str(&sampled(Self::RETRY, self.retries, self.retry_temperature));
         out.push_str(&sampled(Self::SUFFIX, self.samples, self.temperature));
         out
     }
@@ -281,7 +284,7 @@ pub fn with_escalation(inner: Box<dyn Policy>, escalation: Option<Escalation>) -
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]], +program[:all] and/or +vote[:K[@T]])")]
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]], +program[:all] and/or +retry[:K[@T]])")]
     UnknownPolicy(String),
     #[error("{0}")]
     UnknownModel(String),

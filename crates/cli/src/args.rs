@@ -90,8 +90,8 @@ pub struct AskArgs {
     /// random[:seed], llm-rated:<model>, direct:<model>, oracle:<labels>; any of them
     /// followed by +agree[:K[@T]] checks answers from smaller models by K samples, and/or
     /// by +program checks maths answers by a program the model writes (+program:all: a
-    /// program that also uses every number in the question), and/or by +vote[:K[@T]] lets
-    /// up to K sampled programs vote when answer and program disagree; a failed check
+    /// program that also uses every number in the question), and/or by +retry[:K[@T]] lets
+    /// up to K sampled programs confirm an answer its greedy program did not; a failed check
     /// escalates to the next model up. Default: the config's `policy` (the embedded pool's is
     /// the shipped router with +program: learned+program).
     #[arg(long, value_name = "P")]
@@ -209,7 +209,7 @@ pub struct BenchArgs {
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
     /// any of them followed by +agree[:K[@T]] (self-consistency escalation),
-    /// +program[:all] (program-check escalation) and/or +vote[:K[@T]] (program vote).
+    /// +program[:all] (program-check escalation) and/or +retry[:K[@T]] (program retries).
     /// Default: the config's `policy` (the embedded pool's is learned+program).
     #[arg(long)]
     pub policy: Vec<String>,
@@ -309,7 +309,7 @@ pub struct GrpoArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Check final answers in rollouts and dev evaluation the way a policy suffix does
-    /// (e.g. +program, +vote, +program:all+vote:2), so rewards are those of the checked
+    /// (e.g. +program, +retry, +program:all+retry), so rewards are those of the checked
     /// routes; use the router with the same suffix. Default: unchecked.
     #[arg(long, value_name = "SUFFIX")]
     pub escalate: Option<String>,

@@ -237,7 +237,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
                 Ok(("learned", Some(e))) => Some(e),
                 Ok(_) => {
                     return Err(input_error(format!(
-                        "--escalate takes a policy suffix such as +vote or +program:all+vote:2, not '{suffix}'"
+                        "--escalate takes a policy suffix such as +retry or +program:all+retry, not '{suffix}'"
                     )))
                 }
                 Err(e) => return Err(input_error(e.to_string())),
@@ -394,7 +394,7 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
         .map_err(|e| input_error(e.to_string()))?;
     if escalation.is_some() {
         return Err(input_error(format!(
-            "calibrate chooses a router's threshold without escalation; drop the +agree/+program/+vote suffix from '{}'",
+            "calibrate chooses a router's threshold without escalation; drop the +agree/+program/+retry suffix from '{}'",
             args.policy
         )));
     }

@@ -238,8 +238,8 @@ fn bad_labels_and_routers_are_input_errors() {
 
     // GRPO's check is a policy suffix; anything else fails before the router loads.
     for (bad, needle) in [
-        ("+vote:0", "+vote:0"),
-        ("vote", "not 'vote'"),
+        ("+retry:0", "+retry:0"),
+        ("retry", "not 'retry'"),
         ("+program+program", "once"),
     ] {
         let o = run(bin().arg("--config").arg(&cfg).args([

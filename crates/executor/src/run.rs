@@ -12,7 +12,7 @@ use r2_pool::{BackendError, ChatMessage, FinishReason, GenRequest, Pool, PoolCal
 use tracing::Instrument;
 
 use crate::answer::{
-    close, final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
+    final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
 };
 use crate::program::{evaluate, unused_quantities, ProgramError};
 use crate::prompts;
@@ -212,10 +212,9 @@ impl<'p> Executor<'p> {
 
     /// A final answer (direct or synthesis) from `model`. With `escalation`, an answer from
     /// a model below the largest is checked on the same model: by the program it writes for
-    /// `question` (maths, `+program`), or by a vote of the answer and up to K+1 programs
-    /// (`+vote`, which may replace the answer by the programs' value), then by samples
-    /// (`+agree`). If a check fails (or no answer could be read), the next model up answers
-    /// and is checked in turn.
+    /// `question` (maths, `+program`; with `+retry:K`, up to K sampled programs more until
+    /// one confirms it), then by samples (`+agree`). If a check fails (or no answer could be
+    /// read), the next model up answers and is checked in turn.
     #[allow(clippy::too_many_arguments)]
     async fn checked_answer(
         &self,
@@ -254,8 +253,7 @@ impl<'p> Executor<'p> {
                 why = Some("gave no answer".to_string());
             }
             if esc.program && why.is_none() {
-                let plain = is_plain_number(&answer);
-                if family == TaskFamily::Math && !plain && esc.votes == 0 {
+                if family == TaskFamily::Math && !is_plain_number(&answer) {
                     // No program value can equal `3/4` or `18 dollars`: spare the call.
                     why = Some(format!(
                         "answered '{answer}', not a plain number its program could confirm"
@@ -269,88 +267,37 @@ impl<'p> Executor<'p> {
                         request,
                         uses_all: esc.uses_all,
                     };
-                    let (trace, greedy) = self
-                        .program_value(&ctx, &format!("{call_id}:program"), request.sampling)
-                        .await?;
-                    traces.push(trace);
-                    why = match greedy {
-                        Ok(v) if plain && same_value(&answer, v) => None,
-                        _ if !plain => Some(format!(
-                            "answered '{answer}', not a plain number its program could confirm"
-                        )),
-                        Ok(v) => Some(format!("computed {} with its program", show_value(v))),
-                        Err(ref reason) => Some(reason.clone()),
-                    };
-                    if why.is_some() && esc.votes > 0 {
-                        // The answer (when it is a plain number) and every program that
-                        // gives a value are votes; the first value with two stands.
-                        let mut ballots: Vec<f64> = greedy.into_iter().collect();
-                        let mut winner = None;
-                        for k in 1..=esc.votes {
-                            let sampling = Sampling::Temperature {
-                                temperature: esc.vote_temperature,
-                                seed: base_seed.wrapping_add(k as u64),
-                            };
-                            let (trace, value) = self
-                                .program_value(&ctx, &format!("{call_id}:vote{k}"), sampling)
-                                .await?;
-                            traces.push(trace);
-                            let Ok(v) = value else { continue };
-                            if (plain && same_value(&answer, v))
-                                || ballots.iter().any(|b| close(*b, v))
-                            {
-                                winner = Some(v);
+                    // The greedy program (as the answer was asked), then with `+retry` up to
+                    // K sampled ones, until one confirms the answer.
+                    let mut failures = Vec::new();
+                    for k in 0..=esc.retries {
+                        let (id, sampling) = match k {
+                            0 => (format!("{call_id}:program"), request.sampling),
+                            _ => (
+                                format!("{call_id}:retry{k}"),
+                                Sampling::Temperature {
+                                    temperature: esc.retry_temperature,
+                                    seed: base_seed.wrapping_add(k as u64),
+                                },
+                            ),
+                        };
+                        let (trace, value) = self.program_value(&ctx, &id, sampling).await?;
+                        traces.push(trace);
+                        match value {
+                            Ok(v) if same_value(&answer, v) => {
+                                failures.clear();
                                 break;
                             }
-                            ballots.push(v);
-                        }
-                        match winner {
-                            Some(v) if plain && same_value(&answer, v) => why = None,
-                            Some(v) => {
-                                let voted = show_value(v);
-                                warnings.push(format!(
-                                    "{id}: {} answered '{answer}', but two of its programs computed {voted}, which stands",
-                                    self.pool.id(model)
-                                ));
-                                let trace = StepTrace {
-                                    id: format!("{call_id}:vote"),
-                                    text: text.to_string(),
-                                    depends_on: depends_on.clone(),
-                                    model: self.pool.id(model).to_string(),
-                                    input_tokens: 0,
-                                    output_tokens: 0,
-                                    cost_usd: 0.0,
-                                    latency_ms: 0.0,
-                                    confidence: None,
-                                    output: format!(
-                                        "Two programs computed {voted}.\n{} {voted}",
-                                        prompts::ANSWER_MARKER
-                                    ),
-                                };
-                                if let Some(tx) = &self.options.progress {
-                                    let _ = tx.send(trace.clone());
-                                }
-                                // The vote is what graders read: it goes last, after the
-                                // answer it replaced.
-                                let kept = traces.remove(answered);
-                                traces.push(kept);
-                                traces.push(trace);
-                                return Ok(Checked {
-                                    traces,
-                                    answer: voted,
-                                    warnings,
-                                });
-                            }
-                            None => {
-                                why = why.map(|w| {
-                                    format!(
-                                        "{w}, and no value had two votes among its answer and {} programs",
-                                        esc.votes + 1
-                                    )
-                                })
-                            }
+                            Ok(v) => failures
+                                .push(format!("computed {} with its program", show_value(v))),
+                            Err(reason) => failures.push(reason),
                         }
                     }
+                    why = match failures.len() {
+                        0 => None,
+                        1 => failures.pop(),
+                        n => Some(format!("{} ({n} programs)", failures.join("; "))),
+                    };
                 } else if rise == 0 {
                     warnings.push(format!(
                         "{id}: the program check applies to maths answers only; this {} answer is not program-checked",

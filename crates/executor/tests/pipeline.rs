@@ -789,108 +789,90 @@ fn seeded_program(req: &GenRequest, values: &[&str]) -> String {
 }
 
 #[tokio::test]
-async fn vote_keeps_the_first_value_two_votes_agree_on() {
+async fn retry_lets_a_sampled_program_confirm_the_answer() {
     let steady = |req: &GenRequest| match kind(req) {
         Kind::Decompose => PLAN.to_string(),
         Kind::Step => "RESULT: ok".to_string(),
         _ => "ANSWER: 22".to_string(),
     };
     let silent = |_: &GenRequest| "I am not sure.".to_string();
-    let vote = "direct:qwen2.5-coder-0.5b+vote";
+    let retry = "direct:qwen2.5-coder-0.5b+retry";
     let (pool, _) = per_model_pool([silent, steady, steady]);
-    let p = parse_policy(vote, &pool).unwrap();
-    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+vote:2");
+    let p = parse_policy(retry, &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+retry:1");
     let e = p.escalation().unwrap();
     assert_eq!(
-        (e.program, e.uses_all, e.votes, e.samples),
-        (true, false, 2, 0)
+        (e.program, e.uses_all, e.retries, e.samples),
+        (true, false, 1, 0)
     );
 
-    // The answer and its greedy program agree: no vote is sampled.
+    // The greedy program confirms the answer: nothing is sampled.
     let agreeing = |req: &GenRequest| {
         if is_program(req) {
-            seeded_program(req, &["22", "7", "7"])
+            seeded_program(req, &["22", "7"])
         } else {
             "ANSWER: 22".to_string()
         }
     };
-    let (a, calls) = run_on([silent, agreeing, steady], vote, ExecOptions::default()).await;
+    let (a, calls) = run_on([silent, agreeing, steady], retry, ExecOptions::default()).await;
     assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 2));
     assert_eq!(ids(&a), ["1:program", "1"]);
 
-    // Greedy program 21 disagrees with the answer 22; the first sampled program computes
-    // 22: the answer has two votes and stands, on the small model.
+    // The greedy program computes 21; the sampled one computes 22 and confirms the answer,
+    // which stands on the small model.
     let confirmed = |req: &GenRequest| {
         if is_program(req) {
-            seeded_program(req, &["21", "22", "7"])
+            seeded_program(req, &["21", "22"])
         } else {
             "ANSWER: 22".to_string()
         }
     };
-    let (a, calls) = run_on([silent, confirmed, steady], vote, ExecOptions::default()).await;
+    let (a, calls) = run_on([silent, confirmed, steady], retry, ExecOptions::default()).await;
     assert_eq!(a.answer, "22");
-    assert_eq!(ids(&a), ["1:program", "1:vote1", "1"]);
+    assert_eq!(ids(&a), ["1:program", "1:retry1", "1"]);
     assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     assert_eq!((calls[1].calls(), calls[2].calls()), (3, 0));
 
-    // Both programs compute 21 against the answer's 22: 21 stands, and the last step (what
-    // graders read) says so at no cost.
-    let outvoted = |req: &GenRequest| {
+    // Programs only confirm: two that agree on 21 do not replace the answer 22, which goes
+    // up, and the warning says what each computed.
+    let outvoting = |req: &GenRequest| {
         if is_program(req) {
-            seeded_program(req, &["21", "21", "7"])
+            seeded_program(req, &["21", "21", "22"])
         } else {
             "ANSWER: 22".to_string()
         }
     };
-    let (a, calls) = run_on([silent, outvoted, steady], vote, ExecOptions::default()).await;
-    assert_eq!(a.answer, "21");
-    assert_eq!(ids(&a), ["1:program", "1:vote1", "1", "1:vote"]);
-    let last = a.steps.last().unwrap();
-    assert_eq!(
-        (last.model.as_str(), last.cost_usd),
-        ("qwen2.5-coder-0.5b", 0.0)
-    );
-    assert!(last.output.ends_with("ANSWER: 21"), "{}", last.output);
-    assert_one_warning(&a, "two of its programs computed 21");
-    assert_eq!(calls[2].calls(), 0);
-
-    // An answer that is not a plain number casts no vote, but two programs still can.
-    let worded = |req: &GenRequest| {
-        if is_program(req) {
-            seeded_program(req, &["7", "9", "7"])
-        } else {
-            "ANSWER: 22 dollars".to_string()
-        }
-    };
-    let (a, calls) = run_on([silent, worded, steady], vote, ExecOptions::default()).await;
-    assert_eq!((a.answer.as_str(), calls[2].calls()), ("7", 0));
-    assert_eq!(ids(&a), ["1:program", "1:vote1", "1:vote2", "1", "1:vote"]);
-
-    // No value gets two votes among the answer and three programs: the next model up
-    // answers, unchecked.
-    let scattered = |req: &GenRequest| {
-        if is_program(req) {
-            seeded_program(req, &["21", "20", "19"])
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
-    let (a, calls) = run_on([silent, scattered, steady], vote, ExecOptions::default()).await;
-    assert_eq!(a.answer, "22");
+    let (a, calls) = run_on([silent, outvoting, steady], retry, ExecOptions::default()).await;
     assert_eq!(
         trail(&a),
         [
             ("1", "qwen2.5-coder-0.5b"),
             ("1:program", "qwen2.5-coder-0.5b"),
-            ("1:vote1", "qwen2.5-coder-0.5b"),
-            ("1:vote2", "qwen2.5-coder-0.5b"),
+            ("1:retry1", "qwen2.5-coder-0.5b"),
             ("1:up1", "qwen2.5-coder-1.5b"),
         ]
     );
-    assert_eq!(calls[2].calls(), 1);
-    assert_one_warning(&a, "no value had two votes among its answer and 3 programs");
+    assert_eq!(calls[2].calls(), 1, "the largest model is not checked");
+    assert_one_warning(
+        &a,
+        "computed 21 with its program; computed 21 with its program (2 programs)",
+    );
+    // A second retry would have confirmed it.
+    let (a, _) = run_on(
+        [silent, outvoting, steady],
+        "direct:qwen2.5-coder-0.5b+retry:2",
+        ExecOptions::default(),
+    )
+    .await;
+    assert_eq!(ids(&a), ["1:program", "1:retry1", "1:retry2", "1"]);
 
-    // Votes are sampled at the vote temperature with seeds after the answer's own.
+    // An answer no program can equal is still escalated without asking for one.
+    let worded = answering!(program: "answer = 22", else: "ANSWER: 22 dollars");
+    let (a, calls) = run_on([silent, worded, steady], retry, ExecOptions::default()).await;
+    assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 1));
+    assert_one_warning(&a, "not a plain number");
+
+    // Retries are sampled at the retry temperature with seeds after the answer's own.
     static SAMPLED: std::sync::Mutex<Vec<Sampling>> = std::sync::Mutex::new(Vec::new());
     let recorded = |req: &GenRequest| {
         if is_program(req) {
@@ -901,13 +883,14 @@ async fn vote_keeps_the_first_value_two_votes_agree_on() {
         }
     };
     let (pool, _) = per_model_pool([silent, recorded, steady]);
-    let p = parse_policy("direct:qwen2.5-coder-0.5b+vote:3@0.4", &pool).unwrap();
-    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+vote:3@0.4");
+    let p = parse_policy("direct:qwen2.5-coder-0.5b+retry:3@0.4", &pool).unwrap();
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+retry:3@0.4");
     Executor::new(&pool, ExecOptions::default())
         .run(QUESTION, TaskFamily::Math, p.as_ref(), 2)
         .await
         .unwrap();
     let sampled = SAMPLED.lock().unwrap().clone();
+    assert_eq!(sampled.len(), 4);
     assert_eq!(sampled[0], Sampling::Greedy);
     for (k, s) in sampled[1..].iter().enumerate() {
         assert_eq!(
@@ -918,41 +901,47 @@ async fn vote_keeps_the_first_value_two_votes_agree_on() {
             }
         );
     }
-    assert_eq!(sampled.len(), 4);
 
-    // With `:all`, a program that leaves out a number of the question casts no vote: both
-    // programs compute 21 without the 5, so the answer goes up.
+    // With `:all`, a retry must also use every number of the question: this one computes
+    // 22 without the 5 and confirms nothing.
     let partial = |req: &GenRequest| {
-        if is_program(req) {
-            "```python\npens = 4 * 3\nanswer = pens + 2 * 4 + 1\n```".to_string()
+        if is_program(req) && seed(req).is_none() {
+            "```python\nanswer = 21\n```".to_string()
+        } else if is_program(req) {
+            "```python\npens = 4 * 3\nanswer = pens + 2 * 4 + 2\n```".to_string()
         } else {
             "ANSWER: 22".to_string()
         }
     };
-    let all = "direct:qwen2.5-coder-0.5b+program:all+vote";
+    let all = "direct:qwen2.5-coder-0.5b+program:all+retry";
     let p = parse_policy(all, &pool).unwrap();
-    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+program:all+vote:2");
+    assert_eq!(p.name(), "direct:qwen2.5-coder-0.5b+program:all+retry:1");
     let (a, calls) = run_on([silent, partial, steady], all, ExecOptions::default()).await;
-    assert_eq!((a.answer.as_str(), calls[2].calls()), ("22", 1));
+    assert_eq!(calls[2].calls(), 1);
     assert_one_warning(&a, "never uses 5 from the question");
-    let (a, _) = run_on([silent, partial, steady], vote, ExecOptions::default()).await;
-    assert_eq!(a.answer, "21", "without :all they are votes");
+    let (a, calls) = run_on([silent, partial, steady], retry, ExecOptions::default()).await;
+    assert_eq!(
+        (a.answer.as_str(), calls[2].calls()),
+        ("22", 0),
+        "without :all it confirms: {:?}",
+        a.warnings
+    );
 
     for bad in [
-        "+vote",
-        "direct:qwen2.5-coder-0.5b+vote:0",
-        "direct:qwen2.5-coder-0.5b+vote:17",
-        "direct:qwen2.5-coder-0.5b+vote:2@0",
-        "direct:qwen2.5-coder-0.5b+vote+vote",
-        "direct:qwen2.5-coder-0.5b+vote:x",
+        "+retry",
+        "direct:qwen2.5-coder-0.5b+retry:0",
+        "direct:qwen2.5-coder-0.5b+retry:17",
+        "direct:qwen2.5-coder-0.5b+retry:2@0",
+        "direct:qwen2.5-coder-0.5b+retry+retry",
+        "direct:qwen2.5-coder-0.5b+retry:x",
     ] {
         let err = parse_policy(bad, &pool).err().unwrap();
         assert!(err.is_input_error(), "{bad}: {err}");
     }
     for good in [
-        "direct:qwen2.5-coder-0.5b+vote:1+agree:1",
-        "direct:qwen2.5-coder-0.5b+agree:1+vote:1",
-        "direct:qwen2.5-coder-0.5b+program+vote:1",
+        "direct:qwen2.5-coder-0.5b+retry:1+agree:1",
+        "direct:qwen2.5-coder-0.5b+agree:1+retry:1",
+        "direct:qwen2.5-coder-0.5b+program+retry:1",
     ] {
         assert!(parse_policy(good, &pool).is_ok(), "{good}");
     }

@@ -3,7 +3,7 @@
 //! cost(all steps on the largest model), normalise advantages within the group, and take
 //! clipped policy-gradient steps with a KL penalty towards the SFT policy.
 //!
-//! With an escalation (`GrpoOptions::escalation`, e.g. `+vote`), rollouts and dev
+//! With an escalation (`GrpoOptions::escalation`, e.g. `+program:all+retry`), rollouts and dev
 //! evaluation run with that check on the final answers, so a route's reward is that of the
 //! checked route: an answer a smaller model got wrong but whose check sent it up costs the
 //! climb, not the accuracy. The router learns when trying a cheaper model first pays.

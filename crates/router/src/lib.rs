@@ -218,7 +218,7 @@ fn split_threshold(policy: &str, arg: &str) -> Result<(String, Option<f64>), Pol
 
 /// Every policy name: the allocator's baselines plus `learned[:<path>][@t]` (no path: the
 /// shipped router), `query-level[:<path>][@t]` and `oracle:<labels.jsonl>`, each with an
-/// optional `+agree[:K[@T]]`, `+program[:all]` and/or `+vote[:K[@T]]` suffix (see [`Escalation`]).
+/// optional `+agree[:K[@T]]`, `+program[:all]` and/or `+retry[:K[@T]]` suffix (see [`Escalation`]).
 pub fn parse_policy(
     name: &str,
     pool: &Pool,
