@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::answer::{
     final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
 };
-use crate::program::{evaluate, unused_quantities, ProgramError};
+use crate::program::{evaluate, unused_quantities, Computed, ProgramError};
 use crate::prompts;
 use crate::trace::{Answer, StepTrace};
 
@@ -89,7 +89,6 @@ struct ProgramCtx<'a> {
     depends_on: &'a [String],
     model: usize,
     request: &'a GenRequest,
-    uses_all: bool,
 }
 
 /// A final answer with every call made to reach it (escalations included).
@@ -265,7 +264,6 @@ impl<'p> Executor<'p> {
                         depends_on: &depends_on,
                         model,
                         request,
-                        uses_all: esc.uses_all,
                     };
                     // The greedy program (as the answer was asked), then with `+retry` up to
                     // K sampled ones, until one confirms the answer.
@@ -283,14 +281,24 @@ impl<'p> Executor<'p> {
                         };
                         let (trace, value) = self.program_value(&ctx, &id, sampling).await?;
                         traces.push(trace);
+                        let unused = |c: &Computed| match esc.uses_all {
+                            true => unused_quantities(question, &c.inputs),
+                            false => Vec::new(),
+                        };
                         match value {
-                            Ok(v) if same_value(&answer, v) => {
+                            Ok(c) if !same_value(&answer, c.value) => failures
+                                .push(format!("computed {} with its program", show_value(c.value))),
+                            Ok(c) if !unused(&c).is_empty() => failures.push(format!(
+                                "wrote a program that never uses {} from the question",
+                                unused(&c).join(", ")
+                            )),
+                            Ok(_) => {
                                 failures.clear();
                                 break;
                             }
-                            Ok(v) => failures
-                                .push(format!("computed {} with its program", show_value(v))),
-                            Err(reason) => failures.push(reason),
+                            Err(e) => {
+                                failures.push(format!("wrote a program that gives no value ({e})"))
+                            }
                         }
                     }
                     why = match failures.len() {
@@ -341,15 +349,14 @@ impl<'p> Executor<'p> {
         }
     }
 
-    /// One program for the question, written by `ctx.model` with `sampling`, and its value,
-    /// or why it gives none that counts (no value, cut off, or, with `uses_all`, a number of
-    /// the question left out).
+    /// One program for the question, written by `ctx.model` with `sampling`: its trace and
+    /// what it computes (an error when it gives no value or was cut off).
     async fn program_value(
         &self,
         ctx: &ProgramCtx<'_>,
         id: &str,
         sampling: Sampling,
-    ) -> Result<(StepTrace, Result<f64, String>), ExecError> {
+    ) -> Result<(StepTrace, Result<Computed, ProgramError>), ExecError> {
         let mut asked = ctx.request.clone();
         asked.messages = prompts::program(ctx.question);
         asked.sampling = sampling;
@@ -359,17 +366,7 @@ impl<'p> Executor<'p> {
             FinishReason::Length => Err(ProgramError::CutOff),
             _ => evaluate(&call.response.text),
         };
-        let value = match program {
-            Err(e) => Err(format!("wrote a program that gives no value ({e})")),
-            Ok(c) => match unused_quantities(ctx.question, &c.inputs) {
-                unused if ctx.uses_all && !unused.is_empty() => Err(format!(
-                    "wrote a program that never uses {} from the question",
-                    unused.join(", ")
-                )),
-                _ => Ok(c.value),
-            },
-        };
-        Ok((trace, value))
+        Ok((trace, program))
     }
 
     /// The routed pipeline under `policy`, with `decomposer` writing the plan.
