@@ -281,23 +281,27 @@ impl<'p> Executor<'p> {
                         };
                         let (trace, value) = self.program_value(&ctx, &id, sampling).await?;
                         traces.push(trace);
-                        let unused = |c: &Computed| match esc.uses_all {
-                            true => unused_quantities(question, &c.inputs),
-                            false => Vec::new(),
+                        let failure = match value {
+                            Err(e) => Some(format!("wrote a program that gives no value ({e})")),
+                            Ok(c) if !same_value(&answer, c.value) => {
+                                Some(format!("computed {} with its program", show_value(c.value)))
+                            }
+                            Ok(c) if esc.uses_all => {
+                                let unused = unused_quantities(question, &c.inputs);
+                                (!unused.is_empty()).then(|| {
+                                    format!(
+                                        "wrote a program that never uses {} from the question",
+                                        unused.join(", ")
+                                    )
+                                })
+                            }
+                            Ok(_) => None,
                         };
-                        match value {
-                            Ok(c) if !same_value(&answer, c.value) => failures
-                                .push(format!("computed {} with its program", show_value(c.value))),
-                            Ok(c) if !unused(&c).is_empty() => failures.push(format!(
-                                "wrote a program that never uses {} from the question",
-                                unused(&c).join(", ")
-                            )),
-                            Ok(_) => {
+                        match failure {
+                            Some(why) => failures.push(why),
+                            None => {
                                 failures.clear();
                                 break;
-                            }
-                            Err(e) => {
-                                failures.push(format!("wrote a program that gives no value ({e})"))
                             }
                         }
                     }

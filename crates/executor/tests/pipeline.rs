@@ -781,6 +781,19 @@ answer = pens + 10
     }
 }
 
+/// Answers 22; its programs compute `values[k]` for seed k (greedy is seed 0), then 0.
+macro_rules! programs {
+    ($values:expr) => {
+        |req: &GenRequest| {
+            if is_program(req) {
+                seeded_program(req, &$values)
+            } else {
+                "ANSWER: 22".to_string()
+            }
+        }
+    };
+}
+
 /// A program whose value depends on the sample's seed (greedy is seed 0).
 fn seeded_program(req: &GenRequest, values: &[&str]) -> String {
     let k = seed(req).unwrap_or(0) as usize;
@@ -807,26 +820,14 @@ async fn retry_lets_a_sampled_program_confirm_the_answer() {
     );
 
     // The greedy program confirms the answer: nothing is sampled.
-    let agreeing = |req: &GenRequest| {
-        if is_program(req) {
-            seeded_program(req, &["22", "7"])
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
+    let agreeing = programs!(["22", "7"]);
     let (a, calls) = run_on([silent, agreeing, steady], retry, ExecOptions::default()).await;
     assert_eq!((a.answer.as_str(), calls[1].calls()), ("22", 2));
     assert_eq!(ids(&a), ["1:program", "1"]);
 
     // The greedy program computes 21; the sampled one computes 22 and confirms the answer,
     // which stands on the small model.
-    let confirmed = |req: &GenRequest| {
-        if is_program(req) {
-            seeded_program(req, &["21", "22"])
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
+    let confirmed = programs!(["21", "22"]);
     let (a, calls) = run_on([silent, confirmed, steady], retry, ExecOptions::default()).await;
     assert_eq!(a.answer, "22");
     assert_eq!(ids(&a), ["1:program", "1:retry1", "1"]);
@@ -835,13 +836,7 @@ async fn retry_lets_a_sampled_program_confirm_the_answer() {
 
     // Programs only confirm: two that agree on 21 do not replace the answer 22, which goes
     // up, and the warning says what each computed.
-    let outvoting = |req: &GenRequest| {
-        if is_program(req) {
-            seeded_program(req, &["21", "21", "22"])
-        } else {
-            "ANSWER: 22".to_string()
-        }
-    };
+    let outvoting = programs!(["21", "21", "22"]);
     let (a, calls) = run_on([silent, outvoting, steady], retry, ExecOptions::default()).await;
     assert_eq!(
         trail(&a),

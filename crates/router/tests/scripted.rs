@@ -82,11 +82,16 @@ fn pool() -> Pool {
 
 /// Scripted backends for `cfg`'s models, model `i` of the pool behaving as `backend(i)`.
 fn pool_from(cfg: PoolConfig) -> Pool {
+    scripted_pool(cfg, backend)
+}
+
+/// `cfg`'s models, model `i` answering as `script(i)`.
+fn scripted_pool(cfg: PoolConfig, script: fn(usize) -> Arc<dyn Backend>) -> Pool {
     let map: HashMap<String, Arc<dyn Backend>> = cfg
         .models
         .iter()
         .enumerate()
-        .map(|(i, m)| (m.id.clone(), backend(i)))
+        .map(|(i, m)| (m.id.clone(), script(i)))
         .collect();
     Pool::new(cfg, map).unwrap()
 }
@@ -528,14 +533,7 @@ fn plain_items(range: std::ops::Range<usize>) -> Vec<Item> {
 #[tokio::test]
 async fn grpo_with_a_check_learns_to_try_a_cheaper_model_first() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = PoolConfig::embedded();
-    let map: HashMap<String, Arc<dyn Backend>> = cfg
-        .models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id.clone(), checked_backend(i)))
-        .collect();
-    let pool = Pool::new(cfg, map).unwrap();
+    let pool = scripted_pool(PoolConfig::embedded(), checked_backend);
     let s = settings(dir.path());
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
     // Starts out answering every question directly on the largest model.
