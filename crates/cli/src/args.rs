@@ -313,6 +313,11 @@ pub struct GrpoArgs {
     /// routes; use the router with the same suffix. Default: unchecked.
     #[arg(long, value_name = "SUFFIX")]
     pub escalate: Option<String>,
+    /// What the reward's cost is divided by: `decomposed` (the plan with every step on the
+    /// largest model) or `direct` (the question answered directly on the largest model,
+    /// one call per question).
+    #[arg(long, default_value = "decomposed", value_name = "decomposed|direct")]
+    pub normalise: r2_router::grpo::Normaliser,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]

@@ -272,6 +272,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         seed: args.seed,
         threshold: net.manifest.threshold,
         escalation,
+        normaliser: args.normalise,
         ..Default::default()
     };
     let grpo = Grpo::new(&session.pool, &settings, features, options);
@@ -350,6 +351,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             "lr": args.lr,
             "kl": args.kl,
             "seed": args.seed,
+            "normaliser": args.normalise.name(),
             "iterations_run": report.log.len(),
             "best_iteration": report.best_iteration,
             "initial_dev": report.initial_dev,

@@ -7,6 +7,11 @@
 //! evaluation run with that check on the final answers, so a route's reward is that of the
 //! checked route: an answer a smaller model got wrong but whose check sent it up costs the
 //! climb, not the accuracy. The router learns when trying a cheaper model first pays.
+//!
+//! The reward's cost is relative to a per-question normaliser: by default the cost of the
+//! decomposed plan with every step on the largest model, or (`Normaliser::Direct`) the cost
+//! of answering directly on the largest model, the baseline cost figures are reported
+//! against. The latter is one call per question instead of a decomposition and every step.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -49,6 +54,40 @@ pub struct GrpoOptions {
     pub patience: usize,
     /// The check final answers get in rollouts and dev evaluation (none: unchecked).
     pub escalation: Option<Escalation>,
+    /// What a rollout's cost is measured against.
+    pub normaliser: Normaliser,
+}
+
+/// The per-question cost a reward's cost term is divided by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Normaliser {
+    /// The decomposed plan with every step on the largest model.
+    #[default]
+    Decomposed,
+    /// The question answered directly on the largest model.
+    Direct,
+}
+
+impl Normaliser {
+    pub fn name(self) -> &'static str {
+        match self {
+            Normaliser::Decomposed => "decomposed",
+            Normaliser::Direct => "direct",
+        }
+    }
+}
+
+impl std::str::FromStr for Normaliser {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "decomposed" => Ok(Normaliser::Decomposed),
+            "direct" => Ok(Normaliser::Direct),
+            other => Err(format!(
+                "unknown normaliser '{other}' (expected 'decomposed' or 'direct')"
+            )),
+        }
+    }
 }
 
 impl Default for GrpoOptions {
@@ -66,6 +105,7 @@ impl Default for GrpoOptions {
             seed: 0,
             patience: 4,
             escalation: None,
+            normaliser: Normaliser::Decomposed,
         }
     }
 }
@@ -75,7 +115,7 @@ impl Default for GrpoOptions {
 pub struct Score {
     pub reward: f64,
     pub accuracy: f64,
-    /// Cost relative to all steps on the largest model.
+    /// Cost relative to the normaliser (by default all steps on the largest model).
     pub relative_cost: f64,
     pub cost_usd: f64,
     pub items: usize,
@@ -156,12 +196,16 @@ impl<'a> Grpo<'a> {
         }
     }
 
-    /// Cost of the question with every step on the largest model (cached per question).
+    /// The question's cost on the largest model, decomposed or direct as the options say
+    /// (cached per question).
     async fn all_largest_cost(&self, item: &Item) -> f64 {
         if let Some(c) = self.norm.lock().ok().and_then(|m| m.get(&item.id).copied()) {
             return c;
         }
-        let policy = PinnedPolicy::new(PinnedRoute::Decompose(Vec::new()));
+        let policy = PinnedPolicy::new(match self.options.normaliser {
+            Normaliser::Decomposed => PinnedRoute::Decompose(Vec::new()),
+            Normaliser::Direct => PinnedRoute::Direct(self.pool.len().saturating_sub(1)),
+        });
         let r = run_item(self.pool, &policy, self.settings, item).await;
         if let Ok(mut m) = self.norm.lock() {
             m.insert(item.id.clone(), r.cost_usd);

@@ -11,7 +11,7 @@ use r2_decomposer::TaskFamily;
 use r2_executor::ExecOptions;
 use r2_pool::{Backend, GenRequest, Pool, PoolConfig, ScriptedBackend};
 use r2_router::features::{Featurizer, HashEncoder};
-use r2_router::grpo::{Grpo, GrpoOptions};
+use r2_router::grpo::{Grpo, GrpoOptions, Normaliser};
 use r2_router::labels::{append_label, read_labels, QuestionLabel};
 use r2_router::net::RouterNet;
 use r2_router::policy::{LearnedPolicy, PinnedRoute};
@@ -631,4 +631,55 @@ async fn grpo_with_a_check_learns_to_try_a_cheaper_model_first() {
         plain.best_dev.reward,
         report.best_dev.reward
     );
+}
+
+#[tokio::test]
+async fn the_direct_normaliser_measures_cost_against_the_direct_answer_on_the_largest_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = scripted_pool(PoolConfig::embedded(), checked_backend);
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Answers every question directly on the largest model (the last route candidate).
+    let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
+    let bias =
+        candle_core::Tensor::from_vec(vec![-5f32, -5., -5., 5.], 4, &candle_core::Device::Cpu)
+            .unwrap();
+    net.route.b2.set(&bias).unwrap();
+    let net = Arc::new(net);
+    let items = plain_items(0..6);
+    let score = |normaliser| {
+        let opts = GrpoOptions {
+            normaliser,
+            ..Default::default()
+        };
+        let grpo = Grpo::new(&pool, &s, features.clone(), opts);
+        let net = net.clone();
+        let items = items.clone();
+        async move { grpo.evaluate(&net, &items).await }
+    };
+    let direct = score(Normaliser::Direct).await;
+    assert!((direct.accuracy - 1.0).abs() < 1e-9, "{}", direct.accuracy);
+    assert!(
+        (direct.relative_cost - 1.0).abs() < 1e-9,
+        "{}",
+        direct.relative_cost
+    );
+    assert!((direct.reward - 0.5).abs() < 1e-9, "{}", direct.reward);
+    // Against the decomposed plan on the largest model (a plan call, a step and the
+    // synthesis) the same direct answers cost less than the whole.
+    let decomposed = score(Normaliser::Decomposed).await;
+    assert!(
+        decomposed.relative_cost < 1.0,
+        "{}",
+        decomposed.relative_cost
+    );
+    assert_eq!("direct".parse::<Normaliser>(), Ok(Normaliser::Direct));
+    assert_eq!(
+        "decomposed".parse::<Normaliser>(),
+        Ok(Normaliser::Decomposed)
+    );
+    assert!("largest"
+        .parse::<Normaliser>()
+        .unwrap_err()
+        .contains("'largest'"));
 }
