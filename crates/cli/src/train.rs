@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use futures::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use r2_router::calibrate::{choose, sweep, Target, GRID};
+use r2_router::calibrate::{choose, sweep, Calibrated, Target, GRID};
 use r2_router::features::Featurizer;
 use r2_router::grpo::{Grpo, GrpoOptions};
 use r2_router::labels::{append_label, read_labels, LabelSet};
@@ -392,14 +392,10 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
                 "give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)",
             )),
         };
+    // A suffix (+program, +retry, ...) scores every threshold with that check, the way
+    // the policy will run.
     let (policy, escalation) = r2_allocator::Escalation::split(args.policy.trim())
         .map_err(|e| input_error(e.to_string()))?;
-    if escalation.is_some() {
-        return Err(input_error(format!(
-            "calibrate chooses a router's threshold without escalation; drop the +agree/+program/+retry suffix from '{}'",
-            args.policy
-        )));
-    }
     let path = match policy.split_once(':') {
         Some(("learned", p)) => p.rsplit_once('@').map(|(p, _)| p).unwrap_or(p).to_string(),
         None if policy == "learned" => r2_router::SHIPPED_NAME.to_string(),
@@ -425,8 +421,11 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
     let points = sweep(
         &session.pool,
         &settings,
-        net,
-        features,
+        &Calibrated {
+            net,
+            features,
+            escalation,
+        },
         &selection.items,
         &GRID,
         |p| {
@@ -447,12 +446,13 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
     match choose(&points, target) {
         Some(p) => {
             println!(
-                "threshold {} (accuracy {:.1}%, cost per item ${:.8}): use --policy learned:{}@{}",
+                "threshold {} (accuracy {:.1}%, cost per item ${:.8}): use --policy learned:{}@{}{}",
                 p.threshold,
                 100.0 * p.accuracy,
                 p.cost_per_item,
                 path,
-                p.threshold
+                p.threshold,
+                escalation.map(|e| e.suffix()).unwrap_or_default()
             );
             Ok(())
         }

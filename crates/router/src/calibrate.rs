@@ -1,10 +1,12 @@
 //! Threshold calibration: run the learned policy at a grid of thresholds on a calibration
 //! split and pick the one meeting a cost or accuracy target. Identical calls across
-//! thresholds come from the call cache.
+//! thresholds come from the call cache. With an escalation (a `+program`, `+retry`, ...
+//! suffix) every threshold is scored with that check on its answers, as the policy will run.
 
 use std::sync::Arc;
 
 use futures::{stream, StreamExt};
+use r2_allocator::{with_escalation, Escalation};
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
@@ -33,24 +35,33 @@ pub enum Target {
     Accuracy(f64),
 }
 
+/// The router being calibrated and the check its answers get (None: unchecked).
+pub struct Calibrated {
+    pub net: Arc<RouterNet>,
+    pub features: Arc<Featurizer>,
+    pub escalation: Option<Escalation>,
+}
+
 pub async fn sweep(
     pool: &Pool,
     settings: &RunSettings,
-    net: Arc<RouterNet>,
-    features: Arc<Featurizer>,
+    router: &Calibrated,
     items: &[Item],
     grid: &[f64],
     mut progress: impl FnMut(&CalPoint),
 ) -> Vec<CalPoint> {
     let mut points = Vec::new();
     for &t in grid {
-        let policy = LearnedPolicy {
-            net: net.clone(),
-            features: features.clone(),
-            threshold: t,
-            query_level: false,
-        };
-        let policy = &policy;
+        let policy = with_escalation(
+            Box::new(LearnedPolicy {
+                net: router.net.clone(),
+                features: router.features.clone(),
+                threshold: t,
+                query_level: false,
+            }),
+            router.escalation,
+        );
+        let policy = policy.as_ref();
         let results: Vec<_> = stream::iter(items)
             .map(|item| run_item(pool, policy, settings, item))
             .buffered(settings.concurrency.max(1))

@@ -683,3 +683,37 @@ async fn the_direct_normaliser_measures_cost_against_the_direct_answer_on_the_la
         .unwrap_err()
         .contains("'largest'"));
 }
+
+#[tokio::test]
+async fn calibration_scores_each_threshold_under_the_check_the_policy_runs_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = scripted_pool(PoolConfig::embedded(), checked_backend);
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Tries the middle model first at every threshold of the grid.
+    let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
+    let bias =
+        candle_core::Tensor::from_vec(vec![-5f32, 5., -5., -5.], 4, &candle_core::Device::Cpu)
+            .unwrap();
+    net.route.b2.set(&bias).unwrap();
+    let net = Arc::new(net);
+    let items = plain_items(0..6);
+    let grid = [0.3, 0.5, 0.9];
+    let router = |escalation| r2_router::calibrate::Calibrated {
+        net: net.clone(),
+        features: features.clone(),
+        escalation,
+    };
+    let plain = r2_router::calibrate::sweep(&pool, &s, &router(None), &items, &grid, |_| {}).await;
+    let program = r2_allocator::Escalation::split("learned+program")
+        .unwrap()
+        .1;
+    let checked =
+        r2_router::calibrate::sweep(&pool, &s, &router(program), &items, &grid, |_| {}).await;
+    for (p, c) in plain.iter().zip(&checked) {
+        // The middle model is right on half the puzzles; its check sends the rest up.
+        assert!((p.accuracy - 0.5).abs() < 1e-9, "{p:?}");
+        assert!((c.accuracy - 1.0).abs() < 1e-9, "{c:?}");
+        assert!(c.cost_per_item > p.cost_per_item, "{p:?} {c:?}");
+    }
+}
