@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures::{stream, StreamExt};
-use r2_allocator::{with_escalation, Escalation};
+use r2_allocator::Escalation;
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
@@ -52,13 +52,10 @@ pub async fn sweep(
 ) -> Vec<CalPoint> {
     let mut points = Vec::new();
     for &t in grid {
-        let policy = with_escalation(
-            Box::new(LearnedPolicy {
-                net: router.net.clone(),
-                features: router.features.clone(),
-                threshold: t,
-                query_level: false,
-            }),
+        let policy = LearnedPolicy::checked(
+            router.net.clone(),
+            router.features.clone(),
+            t,
             router.escalation,
         );
         let policy = policy.as_ref();

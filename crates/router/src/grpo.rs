@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use futures::{stream, StreamExt};
-use r2_allocator::{with_escalation, Escalation};
+use r2_allocator::Escalation;
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
@@ -215,13 +215,10 @@ impl<'a> Grpo<'a> {
 
     /// The deterministic policy on `items`: (correct, cost, normaliser) per item.
     pub async fn evaluate(&self, net: &Arc<RouterNet>, items: &[Item]) -> Score {
-        let policy = with_escalation(
-            Box::new(LearnedPolicy {
-                net: net.clone(),
-                features: self.features.clone(),
-                threshold: self.options.threshold,
-                query_level: false,
-            }),
+        let policy = LearnedPolicy::checked(
+            net.clone(),
+            self.features.clone(),
+            self.options.threshold,
             self.options.escalation,
         );
         let policy = policy.as_ref();

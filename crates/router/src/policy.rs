@@ -111,6 +111,27 @@ pub struct LearnedPolicy {
     pub query_level: bool,
 }
 
+impl LearnedPolicy {
+    /// The learned policy at `threshold`, with `escalation`'s check on its answers (None:
+    /// unchecked): the policy GRPO's dev evaluation and calibration score.
+    pub fn checked(
+        net: Arc<RouterNet>,
+        features: Arc<Featurizer>,
+        threshold: f64,
+        escalation: Option<Escalation>,
+    ) -> Box<dyn Policy> {
+        r2_allocator::with_escalation(
+            Box::new(LearnedPolicy {
+                net,
+                features,
+                threshold,
+                query_level: false,
+            }),
+            escalation,
+        )
+    }
+}
+
 /// The route head's input row for `question` and its logits (one per route candidate).
 fn route_scores(
     net: &RouterNet,

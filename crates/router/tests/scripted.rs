@@ -516,6 +516,15 @@ fn checked_backend(me: usize) -> Arc<dyn Backend> {
     })
 }
 
+/// A fresh router whose route head has `bias` (one logit per route candidate:
+/// direct on each model, with decomposing third) and so routes every question alike.
+fn biased_router(pool: &Pool, features: &Featurizer, bias: [f32; 4]) -> RouterNet {
+    let net = RouterNet::new(ids(pool), features.layout(), 32, 3).unwrap();
+    let bias = candle_core::Tensor::from_vec(bias.to_vec(), 4, &candle_core::Device::Cpu).unwrap();
+    net.route.b2.set(&bias).unwrap();
+    net
+}
+
 /// Puzzles whose wording says nothing of which models can answer them.
 fn plain_items(range: std::ops::Range<usize>) -> Vec<Item> {
     range
@@ -537,17 +546,7 @@ async fn grpo_with_a_check_learns_to_try_a_cheaper_model_first() {
     let s = settings(dir.path());
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
     // Starts out answering every question directly on the largest model.
-    let start = || {
-        let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
-        let bias = candle_core::Tensor::from_vec(
-            vec![-1.5f32, -1.5, -1.5, 3.0],
-            4,
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        net.route.b2.set(&bias).unwrap();
-        net
-    };
+    let start = || biased_router(&pool, &features, [-1.5, -1.5, -1.5, 3.0]);
     let reference = start().snapshot().unwrap();
     let program = r2_allocator::Escalation::split("learned+program")
         .unwrap()
@@ -640,12 +639,7 @@ async fn the_direct_normaliser_measures_cost_against_the_direct_answer_on_the_la
     let s = settings(dir.path());
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
     // Answers every question directly on the largest model (the last route candidate).
-    let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
-    let bias =
-        candle_core::Tensor::from_vec(vec![-5f32, -5., -5., 5.], 4, &candle_core::Device::Cpu)
-            .unwrap();
-    net.route.b2.set(&bias).unwrap();
-    let net = Arc::new(net);
+    let net = Arc::new(biased_router(&pool, &features, [-5., -5., -5., 5.]));
     let items = plain_items(0..6);
     let score = |normaliser| {
         let opts = GrpoOptions {
@@ -691,12 +685,7 @@ async fn calibration_scores_each_threshold_under_the_check_the_policy_runs_with(
     let s = settings(dir.path());
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
     // Tries the middle model first at every threshold of the grid.
-    let net = RouterNet::new(ids(&pool), features.layout(), 32, 3).unwrap();
-    let bias =
-        candle_core::Tensor::from_vec(vec![-5f32, 5., -5., -5.], 4, &candle_core::Device::Cpu)
-            .unwrap();
-    net.route.b2.set(&bias).unwrap();
-    let net = Arc::new(net);
+    let net = Arc::new(biased_router(&pool, &features, [-5., 5., -5., -5.]));
     let items = plain_items(0..6);
     let grid = [0.3, 0.5, 0.9];
     let router = |escalation| r2_router::calibrate::Calibrated {
