@@ -41,6 +41,23 @@ pub enum Command {
     },
     /// Choose a learned policy's threshold for a cost or accuracy target.
     Calibrate(CalibrateArgs),
+    /// Show the route each policy picks per question (which model answers directly, or a
+    /// decomposed plan) without answering.
+    Route(RouteArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RouteArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// A policy, as for bench (repeat for several). Default: the config's `policy`.
+    #[arg(long)]
+    pub policy: Vec<String>,
+    /// Also write one JSON line per (policy, question) with the route here.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -300,6 +317,11 @@ pub struct GrpoArgs {
     /// Questions per iteration.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Dynamic sampling: draw up to N questions per iteration, setting aside those whose
+    /// rollouts all score alike (they carry no advantage) until --batch of them differ.
+    /// Default: off (every drawn question is learned from).
+    #[arg(long, value_name = "N")]
+    pub draws: Option<usize>,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 0.05)]

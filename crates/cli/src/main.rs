@@ -5,6 +5,7 @@ mod args;
 mod ask;
 mod bench;
 mod models;
+mod route;
 mod serve;
 mod setup;
 mod speed;
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(cli.config.as_deref(), a).await,
             Command::Train { action } => train::run(cli.config.as_deref(), action).await,
             Command::Calibrate(a) => train::calibrate(cli.config.as_deref(), a).await,
+            Command::Route(a) => route::run(cli.config.as_deref(), a).await,
         }
     });
     match result {

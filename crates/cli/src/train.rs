@@ -266,6 +266,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         lambda: args.lambda,
         iterations: args.iterations,
         batch: args.batch.max(1),
+        draws: args.draws.unwrap_or(0),
         lr: args.lr,
         kl: args.kl,
         patience: args.patience.max(1),
@@ -284,7 +285,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
     let result = grpo
         .train(net, &reference, train, dev, &args.out, |l| {
             println!(
-                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4} (route {}, step {}){}",
+                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4} (route {}, step {}) | {} of {} questions differ{}",
                 l.iteration,
                 l.train.reward,
                 100.0 * l.train.accuracy,
@@ -296,6 +297,8 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
                 l.kl,
                 head_kl(l.kl_route),
                 head_kl(l.kl_step),
+                l.informative,
+                l.questions,
                 if l.best { "  (best)" } else { "" }
             )
         })
@@ -347,6 +350,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             "dev_questions": dev.len(),
             "group": args.group.max(2),
             "batch": args.batch.max(1),
+            "draws": args.draws,
             "lambda": args.lambda,
             "lr": args.lr,
             "kl": args.kl,

@@ -257,3 +257,61 @@ fn bad_labels_and_routers_are_input_errors() {
         assert_input_error(&o, &[needle]);
     }
 }
+
+#[test]
+fn route_shows_each_policys_route_without_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.jsonl");
+    // The embedded pool: no model answers, so none is fetched or loaded.
+    let o = run(bin()
+        .args(["route", "--dataset", "gsm8k", "--limit", "6"])
+        .args([
+            "--policy",
+            "learned",
+            "--policy",
+            "direct:qwen2.5-coder-0.5b",
+        ])
+        .args(["--policy", "fixed:smollm2-135m", "--out"])
+        .arg(&routes));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let table = text(&o.stdout);
+    assert!(
+        table.contains("routes on 6 question(s) of gsm8k"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| direct:qwen2.5-coder-0.5b | 0 | 6 | 0 | 0 | 0 |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| fixed:smollm2-135m | 0 | 0 | 0 | 6 | 0 |"),
+        "{table}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&routes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 18);
+    assert_eq!(lines[0]["id"], "gsm8k-test-0");
+    // The shipped router's row counts each of its six questions once.
+    let learned: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["policy"] == "learned:shipped@0.5")
+        .collect();
+    assert_eq!(learned.len(), 6);
+    let known = [
+        "direct:smollm2-135m",
+        "direct:qwen2.5-coder-0.5b",
+        "direct:qwen2.5-coder-1.5b",
+        "decompose",
+    ];
+    for l in &learned {
+        assert!(known.contains(&l["route"].as_str().unwrap()), "{l}");
+    }
+
+    let o = run(bin().args(["route", "--dataset", "gsm8k", "--policy", "teleport"]));
+    assert_input_error(&o, &["teleport"]);
+    let o = run(bin().args(["route", "--dataset", "gsm8k", "--limit", "0"]));
+    assert_input_error(&o, &["no items selected"]);
+}

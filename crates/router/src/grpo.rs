@@ -43,6 +43,11 @@ pub struct GrpoOptions {
     pub iterations: usize,
     /// Questions per iteration.
     pub batch: usize,
+    /// Dynamic sampling: the most questions an iteration may draw. Above `batch`, a group
+    /// whose rewards all tie (no advantage, nothing to learn) is set aside and further
+    /// questions are drawn until the batch holds `batch` groups that differ, or this many
+    /// questions were drawn. At `batch` or below every drawn group is kept.
+    pub draws: usize,
     /// Gradient steps on each iteration's rollouts.
     pub epochs: usize,
     pub lr: f64,
@@ -97,6 +102,7 @@ impl Default for GrpoOptions {
             lambda: 0.5,
             iterations: 20,
             batch: 8,
+            draws: 0,
             epochs: 4,
             lr: 1e-3,
             clip: 0.2,
@@ -153,6 +159,10 @@ pub struct IterLog {
     pub kl_step: Option<f64>,
     pub decisions: usize,
     pub route_decisions: usize,
+    /// Questions drawn (rolled out) this iteration.
+    pub questions: usize,
+    /// Of those, the groups whose rewards differ (the only ones with an advantage).
+    pub informative: usize,
     pub best: bool,
 }
 
@@ -283,60 +293,44 @@ impl<'a> Grpo<'a> {
         let mut log = Vec::new();
         let mut stopped_early = false;
         for iteration in 1..=o.iterations {
-            // Rollouts: every (question, sample) of the batch, `concurrency` at a time. Each
-            // rollout's seed depends only on its place in the batch, so the order they
-            // finish in changes nothing.
-            let group_size = o.group.max(2);
-            let mut questions = Vec::new();
-            for _ in 0..o.batch.min(train.len()) {
-                let item = &train[order[cursor % order.len()]];
-                cursor += 1;
-                questions.push((item, cursor));
-            }
-            // Each question's normaliser once, before its samples run side by side.
-            let norms: Vec<f64> = stream::iter(&questions)
-                .map(|(item, _)| self.all_largest_cost(item))
-                .buffered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
-            let mut jobs = Vec::new();
-            for (&(item, at), &norm) in questions.iter().zip(&norms) {
-                for g in 0..group_size {
-                    let seed = SplitMix64::stream(o.seed, &[iteration as u64, at as u64, g as u64])
-                        .next_u64();
-                    jobs.push((item, norm, seed));
-                }
-            }
-            let net_ref = &net;
-            let rollouts: Vec<(bool, f64, f64, Vec<Decision>)> = stream::iter(jobs)
-                .map(|(item, norm, seed)| async move {
-                    let policy = SamplingPolicy {
-                        net: net_ref.clone(),
-                        features: self.features.clone(),
-                        threshold: o.threshold,
-                        seed,
-                        decisions: Mutex::new(Vec::new()),
-                        escalation: o.escalation,
-                    };
-                    let r = run_item(self.pool, &policy, self.settings, item).await;
-                    let ok = r.correct && r.error.is_none();
-                    let d = policy.decisions.into_inner().unwrap_or_default();
-                    (ok, r.cost_usd, norm, d)
-                })
-                .buffered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
+            // Rollouts in rounds: with dynamic sampling, groups that tie are set aside
+            // and more questions drawn until the batch is full of groups that differ.
+            let want = o.batch.min(train.len()).max(1);
+            let limit = want.max(o.draws.min(train.len()));
+            let dynamic = limit > want;
+            let (mut drawn, mut informative) = (0usize, 0usize);
             let mut decisions: Vec<(Decision, f64)> = Vec::new();
             let mut samples = Vec::new();
-            for group in rollouts.chunks(group_size) {
-                let rewards: Vec<f64> = group
-                    .iter()
-                    .map(|(ok, cost, norm, _)| reward(*ok, *cost, *norm, o.lambda))
-                    .collect();
-                let adv = group_advantages(&rewards);
-                for ((ok, cost, norm, ds), a) in group.iter().zip(adv) {
-                    samples.push((*ok, *cost, *norm));
-                    decisions.extend(ds.iter().cloned().map(|d| (d, a)));
+            loop {
+                let take = if dynamic {
+                    (want - informative).min(limit - drawn)
+                } else {
+                    want
+                };
+                let mut questions = Vec::new();
+                for _ in 0..take {
+                    let item = &train[order[cursor % order.len()]];
+                    cursor += 1;
+                    questions.push((item, cursor));
+                }
+                drawn += take;
+                for group in self.rollouts(&net, iteration, &questions).await {
+                    let rewards: Vec<f64> = group
+                        .iter()
+                        .map(|(ok, cost, norm, _)| reward(*ok, *cost, *norm, o.lambda))
+                        .collect();
+                    let adv = group_advantages(&rewards);
+                    let differs = adv.iter().any(|a| *a != 0.0);
+                    informative += usize::from(differs);
+                    for ((ok, cost, norm, ds), a) in group.into_iter().zip(adv) {
+                        samples.push((ok, cost, norm));
+                        if differs || !dynamic {
+                            decisions.extend(ds.into_iter().map(|d| (d, a)));
+                        }
+                    }
+                }
+                if !dynamic || informative >= want || drawn >= limit {
+                    break;
                 }
             }
             // Updates.
@@ -380,6 +374,8 @@ impl<'a> Grpo<'a> {
                 kl_step: kl_v.step,
                 decisions: decisions.len(),
                 route_decisions: decisions.iter().filter(|(d, _)| d.route_head).count(),
+                questions: drawn,
+                informative,
                 best: is_best,
             };
             if let Ok(s) = serde_json::to_string(&line) {
@@ -399,6 +395,62 @@ impl<'a> Grpo<'a> {
             best_dev: best.2,
             stopped_early,
         })
+    }
+
+    /// Rolls out a group of samples of the current policy on each question, `concurrency`
+    /// at a time: per sample (correct, cost, normaliser, decisions), grouped by question.
+    /// Each rollout's seed depends only on the iteration, the question's place in the draw
+    /// order and the sample's place in its group, so the order they finish in changes
+    /// nothing.
+    async fn rollouts(
+        &self,
+        net: &Arc<RouterNet>,
+        iteration: usize,
+        questions: &[(&Item, usize)],
+    ) -> Vec<Vec<(bool, f64, f64, Vec<Decision>)>> {
+        let o = &self.options;
+        let group_size = o.group.max(2);
+        // Each question's normaliser once, before its samples run side by side.
+        let norms: Vec<f64> = stream::iter(questions)
+            .map(|(item, _)| self.all_largest_cost(item))
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let mut jobs = Vec::new();
+        for (&(item, at), &norm) in questions.iter().zip(&norms) {
+            for g in 0..group_size {
+                let seed =
+                    SplitMix64::stream(o.seed, &[iteration as u64, at as u64, g as u64]).next_u64();
+                jobs.push((item, norm, seed));
+            }
+        }
+        let rollouts: Vec<(bool, f64, f64, Vec<Decision>)> = stream::iter(jobs)
+            .map(|(item, norm, seed)| async move {
+                let policy = SamplingPolicy {
+                    net: net.clone(),
+                    features: self.features.clone(),
+                    threshold: o.threshold,
+                    seed,
+                    decisions: Mutex::new(Vec::new()),
+                    escalation: o.escalation,
+                };
+                let r = run_item(self.pool, &policy, self.settings, item).await;
+                let ok = r.correct && r.error.is_none();
+                let d = policy.decisions.into_inner().unwrap_or_default();
+                (ok, r.cost_usd, norm, d)
+            })
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let mut groups = Vec::new();
+        let mut it = rollouts.into_iter();
+        loop {
+            let g: Vec<_> = it.by_ref().take(group_size).collect();
+            if g.is_empty() {
+                break groups;
+            }
+            groups.push(g);
+        }
     }
 
     /// A snapshot of `net` marked as GRPO-trained, with the check its rollouts ran under.

@@ -706,3 +706,88 @@ async fn calibration_scores_each_threshold_under_the_check_the_policy_runs_with(
         assert!(c.cost_per_item > p.cost_per_item, "{p:?} {c:?}");
     }
 }
+
+#[tokio::test]
+async fn dynamic_sampling_fills_the_batch_with_groups_that_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = scripted_pool(PoolConfig::embedded(), checked_backend);
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Most samples answer on the largest model, so many groups tie and carry no advantage.
+    let start = || biased_router(&pool, &features, [-3.0, -3.0, -3.0, 3.0]);
+    let reference = start().snapshot().unwrap();
+    let program = r2_allocator::Escalation::split("learned+program")
+        .unwrap()
+        .1;
+    let plain = GrpoOptions {
+        group: 8,
+        lambda: 0.5,
+        iterations: 8,
+        batch: 2,
+        epochs: 4,
+        lr: 1e-2,
+        kl: 0.001,
+        patience: 8,
+        escalation: program,
+        ..Default::default()
+    };
+    let run = |opts: GrpoOptions, name: &'static str| {
+        let grpo = Grpo::new(&pool, &s, features.clone(), opts);
+        let out = dir.path().join(name);
+        let reference = &reference;
+        async move {
+            grpo.train(
+                start(),
+                reference,
+                &plain_items(0..40),
+                &plain_items(40..52),
+                &out,
+                |_| {},
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let without = run(plain.clone(), "plain.safetensors").await;
+    let with = run(
+        GrpoOptions {
+            draws: 32,
+            ..plain.clone()
+        },
+        "dynamic.safetensors",
+    )
+    .await;
+    // A bound at or below the batch is no dynamic sampling: the same run.
+    let same = run(GrpoOptions { draws: 2, ..plain }, "same.safetensors").await;
+    assert_eq!(
+        serde_json::to_string(&same.log).unwrap(),
+        serde_json::to_string(&without.log).unwrap()
+    );
+    // Without it every iteration learns from its batch, tied groups included (at zero
+    // advantage), and some iterations have no group that differs.
+    for l in &without.log {
+        assert_eq!(l.questions, 2, "{l:?}");
+        assert_eq!(l.route_decisions, 2 * 8, "{l:?}");
+    }
+    assert!(
+        without.log.iter().any(|l| l.informative < 2),
+        "{:?}",
+        without.log
+    );
+    // With it, tied groups are set aside and further questions drawn, within the bound,
+    // until the batch is full of groups that differ; only those are learned from.
+    for l in &with.log {
+        assert!(l.questions >= 2 && l.questions <= 32, "{l:?}");
+        assert!(l.informative == 2 || l.questions == 32, "{l:?}");
+        assert_eq!(l.route_decisions, l.informative * 8, "{l:?}");
+    }
+    assert!(with.log.iter().any(|l| l.questions > 2), "{:?}", with.log);
+    let informative =
+        |r: &r2_router::grpo::GrpoReport| -> usize { r.log.iter().map(|l| l.informative).sum() };
+    assert!(
+        informative(&with) > informative(&without),
+        "groups that differ: {} with dynamic sampling, {} without",
+        informative(&with),
+        informative(&without)
+    );
+}
