@@ -9,10 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use r2_bench::plot;
 use r2_bench::run::{items_path, read_results, run_policy};
 use r2_bench::summary::{best_of, compare_to_baseline, markdown, summarise, Summary};
-use r2_router::parse_policy;
 
 use crate::args::BenchArgs;
-use crate::input_error;
 use crate::setup::{select_items, Session};
 
 pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
@@ -20,16 +18,7 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
     let (items, dataset_label) = (&selection.items, selection.label.clone());
     let session = Session::open(config_path, &args.run)?;
     let pool = &session.pool;
-    // Every name is checked before any model runs.
-    let names = if args.policy.is_empty() {
-        vec![pool.config.policy_or_default()]
-    } else {
-        args.policy.clone()
-    };
-    let policies = names
-        .iter()
-        .map(|p| parse_policy(p, pool, &session.env).map_err(|e| input_error(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+    let policies = session.policies(&args.policy)?;
     let largest = pool.len() - 1;
     let baseline = args
         .baseline

@@ -10,10 +10,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use r2_allocator::Route;
-use r2_router::parse_policy;
 
 use crate::args::RouteArgs;
-use crate::input_error;
 use crate::setup::{select_items, Session};
 
 pub async fn run(config_path: Option<&Path>, args: RouteArgs) -> Result<()> {
@@ -21,15 +19,7 @@ pub async fn run(config_path: Option<&Path>, args: RouteArgs) -> Result<()> {
     let items = &selection.items;
     let session = Session::open(config_path, &args.run)?;
     let pool = &session.pool;
-    let names = if args.policy.is_empty() {
-        vec![pool.config.policy_or_default()]
-    } else {
-        args.policy.clone()
-    };
-    let policies = names
-        .iter()
-        .map(|p| parse_policy(p, pool, &session.env).map_err(|e| input_error(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+    let policies = session.policies(&args.policy)?;
     let mut out = match &args.out {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path)

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use r2_allocator::Policy;
 use r2_bench::run::RunSettings;
 use r2_bench::{datasets, Item};
 use r2_callcache::CallCache;
 use r2_executor::ExecOptions;
 use r2_models::ModelCache;
 use r2_pool::Pool;
-use r2_router::RouterEnv;
+use r2_router::{parse_policy, RouterEnv};
 use r2_runtime::{build_pool, RuntimeOptions};
 
 use crate::args::{DataArgs, RunArgs};
@@ -124,6 +125,21 @@ impl Session {
             },
             concurrency: run.concurrency,
         })
+    }
+
+    /// The named policies, every name checked before any model runs; none named: the
+    /// config's `policy`.
+    pub fn policies(&self, names: &[String]) -> Result<Vec<Box<dyn Policy>>> {
+        let default = [self.pool.config.policy_or_default()];
+        let names = if names.is_empty() {
+            &default[..]
+        } else {
+            names
+        };
+        names
+            .iter()
+            .map(|p| parse_policy(p, &self.pool, &self.env).map_err(|e| input_error(e.to_string())))
+            .collect()
     }
 
     pub fn settings(&self, out_dir: PathBuf) -> RunSettings {

@@ -302,11 +302,7 @@ impl<'a> Grpo<'a> {
             let mut decisions: Vec<(Decision, f64)> = Vec::new();
             let mut samples = Vec::new();
             loop {
-                let take = if dynamic {
-                    (want - informative).min(limit - drawn)
-                } else {
-                    want
-                };
+                let take = (want - informative).min(limit - drawn);
                 let mut questions = Vec::new();
                 for _ in 0..take {
                     let item = &train[order[cursor % order.len()]];
@@ -329,7 +325,7 @@ impl<'a> Grpo<'a> {
                         }
                     }
                 }
-                if !dynamic || informative >= want || drawn >= limit {
+                if informative >= want || drawn >= limit {
                     break;
                 }
             }
