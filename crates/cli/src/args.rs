@@ -326,6 +326,11 @@ pub struct GrpoArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 0.05)]
     pub kl: f64,
+    /// Entropy bonus: rewards keeping the route and step choices uncertain, so the policy
+    /// keeps sampling alternatives (and its groups keep differing) instead of collapsing
+    /// onto one route after a few updates. 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub entropy: f64,
     #[arg(long, default_value_t = 3)]
     pub patience: usize,
     #[arg(long, default_value_t = 0)]

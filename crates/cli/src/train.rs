@@ -260,6 +260,12 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         ));
     }
     let (train, dev) = selection.items.split_at(n - dev);
+    if !(args.entropy.is_finite() && args.entropy >= 0.0) {
+        return Err(input_error(format!(
+            "--entropy must be a finite number at or above 0, got {}",
+            args.entropy
+        )));
+    }
     let settings = session.settings(std::env::temp_dir());
     let options = GrpoOptions {
         group: args.group.max(2),
@@ -269,6 +275,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         draws: args.draws.unwrap_or(0),
         lr: args.lr,
         kl: args.kl,
+        entropy: args.entropy,
         patience: args.patience.max(1),
         seed: args.seed,
         threshold: net.manifest.threshold,
@@ -285,7 +292,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
     let result = grpo
         .train(net, &reference, train, dev, &args.out, |l| {
             println!(
-                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4} (route {}, step {}) | {} of {} questions differ{}",
+                "iter {:>3}: train reward {:+.3} acc {:.1}% rel.cost {:.3} | dev reward {:+.3} acc {:.1}% rel.cost {:.3} | loss {:+.4} kl {:.4} (route {}, step {}) route entropy {} | {} of {} questions differ{}",
                 l.iteration,
                 l.train.reward,
                 100.0 * l.train.accuracy,
@@ -295,8 +302,9 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
                 l.dev.relative_cost,
                 l.loss,
                 l.kl,
-                head_kl(l.kl_route),
-                head_kl(l.kl_step),
+                or_dash(l.kl_route),
+                or_dash(l.kl_step),
+                or_dash(l.entropy_route),
                 l.informative,
                 l.questions,
                 if l.best { "  (best)" } else { "" }
@@ -354,6 +362,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             "lambda": args.lambda,
             "lr": args.lr,
             "kl": args.kl,
+            "entropy": args.entropy,
             "seed": args.seed,
             "normaliser": args.normalise.name(),
             "iterations_run": report.log.len(),
@@ -381,8 +390,9 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
 }
 
 /// A head's KL for the progress line: "-" when the batch had no decision for that head.
-fn head_kl(kl: Option<f64>) -> String {
-    kl.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))
+/// A logged figure to four places, or "-" when the batch had none.
+fn or_dash(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))
 }
 
 pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Result<()> {

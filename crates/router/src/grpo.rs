@@ -53,6 +53,11 @@ pub struct GrpoOptions {
     pub lr: f64,
     pub clip: f64,
     pub kl: f64,
+    /// Entropy bonus: the loss subtracts this times the mean entropy of the decisions'
+    /// distributions, which keeps a head from collapsing onto one choice before its groups
+    /// have stopped differing. With it, batches whose groups all tie still update (on the
+    /// bonus alone). 0 = off.
+    pub entropy: f64,
     pub threshold: f64,
     pub seed: u64,
     /// Stop after this many iterations without a better dev reward.
@@ -107,6 +112,7 @@ impl Default for GrpoOptions {
             lr: 1e-3,
             clip: 0.2,
             kl: 0.05,
+            entropy: 0.0,
             threshold: 0.5,
             seed: 0,
             patience: 4,
@@ -157,6 +163,10 @@ pub struct IterLog {
     pub kl_route: Option<f64>,
     /// The same mean over the step head's decisions alone (null when the batch had none).
     pub kl_step: Option<f64>,
+    /// Mean entropy (nats) of the route head's distributions over the batch's route
+    /// decisions, before the update (null when the batch had none). Near 0 the head picks
+    /// one route whatever it samples, and its groups tie.
+    pub entropy_route: Option<f64>,
     pub decisions: usize,
     pub route_decisions: usize,
     /// Questions drawn (rolled out) this iteration.
@@ -166,12 +176,14 @@ pub struct IterLog {
     pub best: bool,
 }
 
-/// KL to the reference policy from one loss evaluation, overall and per head.
+/// KL to the reference policy from one loss evaluation, overall and per head, and the
+/// route head's mean entropy.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KlParts {
     pub all: f64,
     pub route: Option<f64>,
     pub step: Option<f64>,
+    pub entropy_route: Option<f64>,
 }
 
 pub struct GrpoReport {
@@ -331,9 +343,17 @@ impl<'a> Grpo<'a> {
             }
             // Updates.
             let (mut loss_v, mut kl_v) = (0.0, KlParts::default());
-            if decisions.iter().any(|(_, a)| *a != 0.0) {
+            // The route head's entropy before this iteration's update, learning or not.
+            let entropy_route = if decisions.is_empty() {
+                None
+            } else {
+                loss(&net, reference, &decisions, &o)?.1.entropy_route
+            };
+            let learns = decisions.iter().any(|(_, a)| *a != 0.0)
+                || (o.entropy > 0.0 && !decisions.is_empty());
+            if learns {
                 for _ in 0..o.epochs.max(1) {
-                    let (loss, kl) = self.loss(&net, reference, &decisions)?;
+                    let (loss, kl) = loss(&net, reference, &decisions, &o)?;
                     loss_v = scalar(&loss)?;
                     kl_v = kl;
                     if !loss_v.is_finite() {
@@ -368,6 +388,7 @@ impl<'a> Grpo<'a> {
                 kl: kl_v.all,
                 kl_route: kl_v.route,
                 kl_step: kl_v.step,
+                entropy_route,
                 decisions: decisions.len(),
                 route_decisions: decisions.iter().filter(|(d, _)| d.route_head).count(),
                 questions: drawn,
@@ -460,66 +481,158 @@ impl<'a> Grpo<'a> {
         }
         Ok(ck)
     }
+}
 
-    /// The clipped surrogate with the KL penalty, over both heads' decisions.
-    fn loss(
-        &self,
-        net: &RouterNet,
-        reference: &RouterNet,
-        decisions: &[(Decision, f64)],
-    ) -> Result<(Tensor, KlParts), RouterError> {
-        let o = &self.options;
-        let mut total: Option<Tensor> = None;
-        let mut kl_sum = 0.0;
-        let mut parts = KlParts::default();
-        let count = decisions.len().max(1) as f64;
-        for route_head in [true, false] {
-            let ds: Vec<&(Decision, f64)> = decisions
-                .iter()
-                .filter(|(d, _)| d.route_head == route_head)
-                .collect();
-            if ds.is_empty() {
-                continue;
-            }
-            let (head, ref_head): (&Mlp, &Mlp) = if route_head {
-                (&net.route, &reference.route)
-            } else {
-                (&net.step, &reference.step)
-            };
-            let x = to_tensor(
-                &ds.iter()
-                    .map(|(d, _)| d.features.clone())
-                    .collect::<Vec<_>>(),
-            )?;
-            let fallback = Fallback::for_head(route_head);
-            let logp = stop_log_probs(&head.forward(&x)?, o.threshold, fallback)?;
-            let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold, fallback)?.detach();
-            let n = logp.dim(1)?;
-            let mask = one_hot(&ds.iter().map(|(d, _)| d.chosen).collect::<Vec<_>>(), n)?;
-            let chosen = (&logp * &mask)?.sum(1)?;
-            let old = column(&ds.iter().map(|(d, _)| d.logp_old).collect::<Vec<_>>())?;
-            let adv = column(&ds.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
-            let ratio = (chosen - old)?.exp()?;
-            let surr =
-                (&ratio * &adv)?.minimum(&(ratio.clamp(1.0 - o.clip, 1.0 + o.clip)? * &adv)?)?;
-            let kl = (logp.exp()? * (&logp - &logp_ref)?)?.sum(1)?;
-            let head_kl = scalar(&kl.sum_all()?)?;
-            kl_sum += head_kl;
-            let mean = Some(head_kl / ds.len() as f64);
-            if route_head {
-                parts.route = mean;
-            } else {
-                parts.step = mean;
-            }
-            let part = ((kl * o.kl)? - surr)?.sum_all()?;
-            total = Some(match total {
-                Some(t) => (t + part)?,
-                None => part,
-            });
+/// The loss GRPO minimises, over both heads' decisions: minus the clipped surrogate, plus
+/// the KL penalty to the reference, minus the entropy bonus, averaged over the decisions.
+/// `grpo_math` has the same terms per decision in plain f64; a test checks they agree.
+pub fn loss(
+    net: &RouterNet,
+    reference: &RouterNet,
+    decisions: &[(Decision, f64)],
+    o: &GrpoOptions,
+) -> Result<(Tensor, KlParts), RouterError> {
+    let mut total: Option<Tensor> = None;
+    let mut kl_sum = 0.0;
+    let mut parts = KlParts::default();
+    let count = decisions.len().max(1) as f64;
+    for route_head in [true, false] {
+        let ds: Vec<&(Decision, f64)> = decisions
+            .iter()
+            .filter(|(d, _)| d.route_head == route_head)
+            .collect();
+        if ds.is_empty() {
+            continue;
         }
-        let total =
-            total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
-        parts.all = kl_sum / count;
-        Ok(((total / count)?, parts))
+        let (head, ref_head): (&Mlp, &Mlp) = if route_head {
+            (&net.route, &reference.route)
+        } else {
+            (&net.step, &reference.step)
+        };
+        let x = to_tensor(
+            &ds.iter()
+                .map(|(d, _)| d.features.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        let fallback = Fallback::for_head(route_head);
+        let logp = stop_log_probs(&head.forward(&x)?, o.threshold, fallback)?;
+        let logp_ref = stop_log_probs(&ref_head.forward(&x)?, o.threshold, fallback)?.detach();
+        let n = logp.dim(1)?;
+        let mask = one_hot(&ds.iter().map(|(d, _)| d.chosen).collect::<Vec<_>>(), n)?;
+        let chosen = (&logp * &mask)?.sum(1)?;
+        let old = column(&ds.iter().map(|(d, _)| d.logp_old).collect::<Vec<_>>())?;
+        let adv = column(&ds.iter().map(|(_, a)| *a).collect::<Vec<_>>())?;
+        let ratio = (chosen - old)?.exp()?;
+        let surr = (&ratio * &adv)?.minimum(&(ratio.clamp(1.0 - o.clip, 1.0 + o.clip)? * &adv)?)?;
+        let p = logp.exp()?;
+        let kl = (&p * (&logp - &logp_ref)?)?.sum(1)?;
+        let entropy = (&p * &logp)?.sum(1)?.neg()?;
+        let head_kl = scalar(&kl.sum_all()?)?;
+        kl_sum += head_kl;
+        let mean = Some(head_kl / ds.len() as f64);
+        if route_head {
+            parts.route = mean;
+            parts.entropy_route = Some(scalar(&entropy.sum_all()?)? / ds.len() as f64);
+        } else {
+            parts.step = mean;
+        }
+        let part = (((kl * o.kl)? - surr)? - (entropy * o.entropy)?)?.sum_all()?;
+        total = Some(match total {
+            Some(t) => (t + part)?,
+            None => part,
+        });
+    }
+    let total = total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
+    parts.all = kl_sum / count;
+    Ok(((total / count)?, parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::HashEncoder;
+    use crate::grpo_math::{clipped_surrogate, entropy, kl};
+
+    /// The tensor loss is the plain-f64 formulas of `grpo_math`, term by term.
+    #[test]
+    fn the_loss_is_the_surrogate_kl_and_entropy_of_grpo_math() {
+        let f = Featurizer::new(Arc::new(HashEncoder::new(16)));
+        let pool: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let net = RouterNet::new(pool.clone(), f.layout(), 8, 1).unwrap();
+        let reference = RouterNet::new(pool, f.layout(), 8, 2).unwrap();
+        let mut rng = SplitMix64::new(7);
+        let mut decisions = Vec::new();
+        for i in 0..12 {
+            let route_head = i % 3 != 0;
+            let dim = if route_head {
+                f.layout().route_dim
+            } else {
+                f.layout().step_dim
+            };
+            let features: Vec<f32> = (0..dim).map(|_| rng.unit() as f32 - 0.5).collect();
+            let options = if route_head { 4 } else { 3 };
+            let d = Decision {
+                route_head,
+                features,
+                chosen: i % options,
+                logp_old: -0.3 - rng.unit(),
+            };
+            decisions.push((d, rng.unit() * 4.0 - 2.0));
+        }
+        let o = GrpoOptions {
+            kl: 0.07,
+            entropy: 0.03,
+            clip: 0.2,
+            threshold: 0.4,
+            ..Default::default()
+        };
+        let (got, parts) = loss(&net, &reference, &decisions, &o).unwrap();
+        let got = scalar(&got).unwrap();
+        let logp = |n: &RouterNet, d: &Decision| -> Vec<f64> {
+            let head = if d.route_head { &n.route } else { &n.step };
+            let x = to_tensor(std::slice::from_ref(&d.features)).unwrap();
+            let z = head.forward(&x).unwrap();
+            let lp = stop_log_probs(&z, o.threshold, Fallback::for_head(d.route_head)).unwrap();
+            lp.to_dtype(candle_core::DType::F64)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap()[0]
+                .clone()
+        };
+        let (mut want, mut route_entropy, mut routes) = (0.0, 0.0, 0.0);
+        for (d, a) in &decisions {
+            let (p, q) = (logp(&net, d), logp(&reference, d));
+            want += o.kl * kl(&p, &q)
+                - clipped_surrogate(p[d.chosen], d.logp_old, *a, o.clip)
+                - o.entropy * entropy(&p);
+            if d.route_head {
+                route_entropy += entropy(&p);
+                routes += 1.0;
+            }
+        }
+        want /= decisions.len() as f64;
+        assert!(
+            (got - want).abs() < 1e-4,
+            "tensor loss {got}, f64 formulas {want}"
+        );
+        let e = parts.entropy_route.unwrap();
+        assert!(
+            (e - route_entropy / routes).abs() < 1e-4,
+            "{e} vs {}",
+            route_entropy / routes
+        );
+        // Entropy bonus off: the same loss plus the bonus it no longer subtracts.
+        let (off, _) = loss(
+            &net,
+            &reference,
+            &decisions,
+            &GrpoOptions {
+                entropy: 0.0,
+                ..o.clone()
+            },
+        )
+        .unwrap();
+        let off = scalar(&off).unwrap();
+        assert!(off > got, "the bonus lowers the loss: {off} vs {got}");
     }
 }

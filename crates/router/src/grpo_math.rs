@@ -33,6 +33,11 @@ pub fn kl(logp: &[f64], logp_ref: &[f64]) -> f64 {
         .sum()
 }
 
+/// Entropy (nats) of a categorical distribution given as log-probabilities.
+pub fn entropy(logp: &[f64]) -> f64 {
+    -logp.iter().map(|a| a.exp() * a).sum::<f64>()
+}
+
 /// The reward of one rollout: correctness minus λ times its cost relative to running
 /// every step on the largest model.
 pub fn reward(correct: bool, cost: f64, cost_all_largest: f64, lambda: f64) -> f64 {
@@ -98,6 +103,19 @@ mod tests {
             let (p, q) = (norm(&a[..n]), norm(&b[..n]));
             prop_assert!(kl(&p, &q) >= -1e-12);
             prop_assert!(kl(&p, &p).abs() < 1e-12);
+        }
+
+        #[test]
+        fn entropy_lies_between_zero_and_that_of_the_uniform_choice(
+            a in prop::collection::vec(-6.0f64..6.0, 2..6)
+        ) {
+            let m = a.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = m + a.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            let p: Vec<f64> = a.iter().map(|x| x - lse).collect();
+            let n = p.len() as f64;
+            prop_assert!(entropy(&p) >= -1e-12);
+            prop_assert!(entropy(&p) <= n.ln() + 1e-9);
+            prop_assert!((entropy(&vec![-n.ln(); p.len()]) - n.ln()).abs() < 1e-12);
         }
     }
 

@@ -791,3 +791,81 @@ async fn dynamic_sampling_fills_the_batch_with_groups_that_differ() {
         informative(&without)
     );
 }
+
+#[tokio::test]
+async fn an_entropy_bonus_keeps_a_saturated_route_head_exploring() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = scripted_pool(PoolConfig::embedded(), checked_backend);
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Saturated on the largest model: nearly every group samples that route alone and ties.
+    let start = || biased_router(&pool, &features, [-6.0, -6.0, -6.0, 6.0]);
+    let reference = start().snapshot().unwrap();
+    let program = r2_allocator::Escalation::split("learned+program")
+        .unwrap()
+        .1;
+    let plain = GrpoOptions {
+        group: 8,
+        lambda: 0.5,
+        iterations: 10,
+        batch: 2,
+        epochs: 4,
+        lr: 3e-2,
+        kl: 0.0,
+        patience: 10,
+        escalation: program,
+        ..Default::default()
+    };
+    let run = |opts: GrpoOptions, name: &'static str| {
+        let grpo = Grpo::new(&pool, &s, features.clone(), opts);
+        let out = dir.path().join(name);
+        let reference = &reference;
+        async move {
+            grpo.train(
+                start(),
+                reference,
+                &plain_items(0..40),
+                &plain_items(40..46),
+                &out,
+                |_| {},
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let without = run(plain.clone(), "plain.safetensors").await;
+    let with = run(
+        GrpoOptions {
+            entropy: 0.5,
+            ..plain
+        },
+        "entropy.safetensors",
+    )
+    .await;
+    let entropy = |l: &r2_router::grpo::IterLog| l.entropy_route.unwrap();
+    let first = entropy(&without.log[0]);
+    assert!(first < 0.1, "the start is saturated: {first}");
+    assert_eq!(
+        entropy(&with.log[0]),
+        first,
+        "both start from the same weights"
+    );
+    // Without the bonus the head stays saturated.
+    let last_without = entropy(without.log.last().unwrap());
+    assert!(last_without < 0.1, "{:?}", without.log);
+    // With it every batch updates, the head's entropy climbs, and its groups come to differ.
+    let last_with = entropy(with.log.last().unwrap());
+    assert!(
+        last_with > 5.0 * first.max(0.01),
+        "entropy {first} -> {last_with}: {:?}",
+        with.log
+    );
+    let informative =
+        |r: &r2_router::grpo::GrpoReport| -> usize { r.log.iter().map(|l| l.informative).sum() };
+    assert!(
+        informative(&with) > informative(&without),
+        "groups that differ: {} with the bonus, {} without",
+        informative(&with),
+        informative(&without)
+    );
+}
