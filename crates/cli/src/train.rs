@@ -244,6 +244,12 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             }
         }
     };
+    if !(args.entropy.is_finite() && args.entropy >= 0.0) {
+        return Err(input_error(format!(
+            "--entropy must be a finite number at or above 0, got {}",
+            args.entropy
+        )));
+    }
     let selection = select_items(&args.data)?;
     let session = Session::open(config_path, &args.run)?;
     let (net, features) = session
@@ -260,12 +266,6 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         ));
     }
     let (train, dev) = selection.items.split_at(n - dev);
-    if !(args.entropy.is_finite() && args.entropy >= 0.0) {
-        return Err(input_error(format!(
-            "--entropy must be a finite number at or above 0, got {}",
-            args.entropy
-        )));
-    }
     let settings = session.settings(std::env::temp_dir());
     let options = GrpoOptions {
         group: args.group.max(2),

@@ -256,6 +256,20 @@ fn bad_labels_and_routers_are_input_errors() {
         ]));
         assert_input_error(&o, &[needle]);
     }
+    for bad in ["--entropy=-0.1", "--entropy=NaN", "--entropy=inf"] {
+        let o = run(bin().arg("--config").arg(&cfg).args([
+            "train",
+            "grpo",
+            "--init",
+            "missing.safetensors",
+            "--dataset",
+            "gsm8k",
+            bad,
+            "--out",
+            "x.safetensors",
+        ]));
+        assert_input_error(&o, &["--entropy must be a finite number"]);
+    }
 }
 
 #[test]
