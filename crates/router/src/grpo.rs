@@ -56,7 +56,8 @@ pub struct GrpoOptions {
     /// Entropy bonus: the loss subtracts this times the mean entropy of the decisions'
     /// distributions, which keeps a head from collapsing onto one choice before its groups
     /// have stopped differing. With it, batches whose groups all tie still update (on the
-    /// bonus alone). 0 = off.
+    /// bonus alone), and with dynamic sampling the groups set aside stay in the loss at zero
+    /// advantage. 0 = off.
     pub entropy: f64,
     pub threshold: f64,
     pub seed: u64,
@@ -332,7 +333,9 @@ impl<'a> Grpo<'a> {
                     informative += usize::from(differs);
                     for ((ok, cost, norm, ds), a) in group.into_iter().zip(adv) {
                         samples.push((ok, cost, norm));
-                        if differs || !dynamic {
+                        // A set-aside group still carries the entropy bonus (and the KL
+                        // term), at zero advantage, when there is one.
+                        if differs || !dynamic || o.entropy > 0.0 {
                             decisions.extend(ds.into_iter().map(|d| (d, a)));
                         }
                     }

@@ -837,9 +837,19 @@ async fn an_entropy_bonus_keeps_a_saturated_route_head_exploring() {
     let with = run(
         GrpoOptions {
             entropy: 0.5,
-            ..plain
+            ..plain.clone()
         },
         "entropy.safetensors",
+    )
+    .await;
+    // With dynamic sampling too, the groups set aside still carry the bonus.
+    let dynamic = run(
+        GrpoOptions {
+            entropy: 0.5,
+            draws: 8,
+            ..plain
+        },
+        "dynamic.safetensors",
     )
     .await;
     let entropy = |l: &r2_router::grpo::IterLog| l.entropy_route.unwrap();
@@ -859,6 +869,20 @@ async fn an_entropy_bonus_keeps_a_saturated_route_head_exploring() {
         last_with > 5.0 * first.max(0.01),
         "entropy {first} -> {last_with}: {:?}",
         with.log
+    );
+    let last_dynamic = entropy(dynamic.log.last().unwrap());
+    assert!(
+        last_dynamic > 5.0 * first.max(0.01),
+        "entropy {first} -> {last_dynamic}: {:?}",
+        dynamic.log
+    );
+    assert!(
+        dynamic
+            .log
+            .iter()
+            .any(|l| l.route_decisions > l.informative * 8),
+        "{:?}",
+        dynamic.log
     );
     let informative =
         |r: &r2_router::grpo::GrpoReport| -> usize { r.log.iter().map(|l| l.informative).sum() };
