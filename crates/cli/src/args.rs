@@ -249,6 +249,19 @@ pub enum TrainAction {
     Sft(SftArgs),
     /// Refine an allocator with GRPO on executed rollouts.
     Grpo(GrpoArgs),
+    /// Average the weights of routers refined from one starting point (GRPO runs from one
+    /// SFT router with different seeds): one router whose update is the runs' mean.
+    Average(AverageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AverageArgs {
+    /// The routers to average (two or more safetensors files, each with its manifest).
+    #[arg(required = true, num_args = 2..)]
+    pub routers: Vec<PathBuf>,
+    /// Where to write the averaged weights (a manifest is written next to them).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -16,7 +16,7 @@ use r2_router::search::{label_question, ExecRunner, SearchOptions};
 use r2_router::sft::{report, save_with_metrics, train_sft, SftOptions};
 use r2_router::{RouterEnv, RouterError};
 
-use crate::args::{CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
+use crate::args::{AverageArgs, CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
 use crate::input_error;
 use crate::setup::{select_items, Session};
 
@@ -25,7 +25,28 @@ pub async fn run(config_path: Option<&Path>, action: TrainAction) -> Result<()> 
         TrainAction::Label(a) => label(config_path, a).await,
         TrainAction::Sft(a) => sft(config_path, a),
         TrainAction::Grpo(a) => grpo(config_path, a).await,
+        TrainAction::Average(a) => average(a),
     }
+}
+
+fn average(args: AverageArgs) -> Result<()> {
+    let mut nets = Vec::new();
+    for path in &args.routers {
+        nets.push((
+            path.display().to_string(),
+            RouterNet::load(path).map_err(router_error)?,
+        ));
+    }
+    let avg = RouterNet::average(&nets).map_err(router_error)?;
+    avg.save(&args.out).map_err(router_error)?;
+    println!(
+        "averaged {} routers ({}); wrote {} and {}",
+        nets.len(),
+        avg.manifest.stage,
+        args.out.display(),
+        RouterNet::manifest_path(&args.out).display()
+    );
+    Ok(())
 }
 
 fn bar(len: usize, prefix: &str) -> ProgressBar {

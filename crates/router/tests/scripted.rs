@@ -893,3 +893,76 @@ async fn an_entropy_bonus_keeps_a_saturated_route_head_exploring() {
         informative(&without)
     );
 }
+
+#[test]
+fn averaging_routers_takes_the_mean_of_their_weights_and_refuses_other_shapes() {
+    let features = Featurizer::new(Arc::new(HashEncoder::new(16)));
+    let ids = || vec!["a".to_string(), "b".to_string()];
+    let mut a = RouterNet::new(ids(), features.layout(), 8, 1).unwrap();
+    a.manifest.stage = "grpo".into();
+    a.manifest.families = Some(vec![TaskFamily::Math]);
+    a.manifest
+        .notes
+        .insert("grpo_escalation".into(), "+retry".into());
+    let mut b = RouterNet::new(ids(), features.layout(), 8, 2).unwrap();
+    b.manifest.stage = "grpo".into();
+    b.manifest.families = Some(vec![TaskFamily::MultipleChoice]);
+    b.manifest
+        .notes
+        .insert("grpo_escalation".into(), "+retry".into());
+    let flat = |v: &candle_core::Var| {
+        v.as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let avg = RouterNet::average(&[
+        ("a".into(), a.snapshot().unwrap()),
+        ("b".into(), b.snapshot().unwrap()),
+    ])
+    .unwrap();
+    for (x, (y, z)) in [
+        (&avg.route.w1, (&a.route.w1, &b.route.w1)),
+        (&avg.route.w2, (&a.route.w2, &b.route.w2)),
+        (&avg.step.w2, (&a.step.w2, &b.step.w2)),
+    ] {
+        let (x, y, z) = (flat(x), flat(y), flat(z));
+        assert_eq!(x.len(), y.len());
+        assert!(y != z, "the two seeds give different weights");
+        for ((x, y), z) in x.iter().zip(&y).zip(&z) {
+            assert!(
+                (x - (y + z) / 2.0).abs() < 1e-6,
+                "{x} is not the mean of {y} and {z}"
+            );
+        }
+    }
+    assert_eq!(avg.manifest.stage, "grpo");
+    assert_eq!(
+        avg.manifest.families,
+        Some(vec![TaskFamily::Math, TaskFamily::MultipleChoice])
+    );
+    assert_eq!(avg.manifest.notes["grpo_escalation"], "+retry");
+    assert_eq!(
+        avg.manifest.notes["average_of"].as_array().unwrap().len(),
+        2
+    );
+
+    // A router for another pool, or another hidden size, cannot be averaged in.
+    let other = RouterNet::new(vec!["a".into(), "c".into()], features.layout(), 8, 3).unwrap();
+    let err = RouterNet::average(&[("a".into(), a.snapshot().unwrap()), ("other".into(), other)])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("other") && err.contains("[a, c]") && err.contains("[a, b]"),
+        "{err}"
+    );
+    let wide = RouterNet::new(ids(), features.layout(), 16, 3).unwrap();
+    let err = RouterNet::average(&[("a".into(), a), ("wide".into(), wide)])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("hidden size 16 against 8"), "{err}");
+    assert!(RouterNet::average(&[]).is_err());
+}
