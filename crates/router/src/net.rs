@@ -242,9 +242,9 @@ impl Mlp {
         })
     }
 
-    /// The element-wise mean of several heads of one shape.
+    /// The element-wise mean of several heads of one shape (at least one).
     fn mean(mlps: &[&Mlp]) -> Result<Self, RouterError> {
-        let n = mlps.len().max(1) as f64;
+        let n = mlps.len() as f64;
         let avg = |pick: fn(&Mlp) -> &Var| -> Result<Var, RouterError> {
             let mut sum = pick(mlps[0]).as_tensor().zeros_like()?;
             for m in mlps {

@@ -898,18 +898,18 @@ async fn an_entropy_bonus_keeps_a_saturated_route_head_exploring() {
 fn averaging_routers_takes_the_mean_of_their_weights_and_refuses_other_shapes() {
     let features = Featurizer::new(Arc::new(HashEncoder::new(16)));
     let ids = || vec!["a".to_string(), "b".to_string()];
-    let mut a = RouterNet::new(ids(), features.layout(), 8, 1).unwrap();
-    a.manifest.stage = "grpo".into();
-    a.manifest.families = Some(vec![TaskFamily::Math]);
-    a.manifest
-        .notes
-        .insert("grpo_escalation".into(), "+retry".into());
-    let mut b = RouterNet::new(ids(), features.layout(), 8, 2).unwrap();
-    b.manifest.stage = "grpo".into();
-    b.manifest.families = Some(vec![TaskFamily::MultipleChoice]);
-    b.manifest
-        .notes
-        .insert("grpo_escalation".into(), "+retry".into());
+    // Two GRPO runs under one check, from different seeds, on different families.
+    let grpo_run = |seed: u64, family: TaskFamily| {
+        let mut net = RouterNet::new(ids(), features.layout(), 8, seed).unwrap();
+        net.manifest.stage = "grpo".into();
+        net.manifest.families = Some(vec![family]);
+        net.manifest
+            .notes
+            .insert("grpo_escalation".into(), "+retry".into());
+        net
+    };
+    let a = grpo_run(1, TaskFamily::Math);
+    let b = grpo_run(2, TaskFamily::MultipleChoice);
     let flat = |v: &candle_core::Var| {
         v.as_tensor()
             .flatten_all()
