@@ -344,8 +344,14 @@ pub struct GrpoArgs {
     /// onto one route after a few updates. 0 = off.
     #[arg(long, default_value_t = 0.0)]
     pub entropy: f64,
-    #[arg(long, default_value_t = 3)]
+    /// Stop after N iterations without a better dev reward.
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub patience: usize,
+    /// Which checkpoint --out keeps when an iteration's dev reward ties the best so far:
+    /// `earliest` (the first to reach it) or `latest` (the most trained). Small dev sets tie
+    /// often. Patience counts from the last strict improvement either way.
+    #[arg(long, default_value = "earliest", value_name = "earliest|latest")]
+    pub tie_break: r2_router::grpo::TieBreak,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Check final answers in rollouts and dev evaluation the way a policy suffix does

@@ -302,6 +302,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         threshold: net.manifest.threshold,
         escalation,
         normaliser: args.normalise,
+        tie_break: args.tie_break,
         ..Default::default()
     };
     let grpo = Grpo::new(&session.pool, &settings, features, options);
@@ -386,6 +387,7 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             "entropy": args.entropy,
             "seed": args.seed,
             "normaliser": args.normalise.name(),
+            "tie_break": args.tie_break.name(),
             "iterations_run": report.log.len(),
             "best_iteration": report.best_iteration,
             "initial_dev": report.initial_dev,

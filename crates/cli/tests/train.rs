@@ -270,6 +270,19 @@ fn bad_labels_and_routers_are_input_errors() {
         ]));
         assert_input_error(&o, &["--entropy must be a finite number"]);
     }
+    let o = run(bin().arg("--config").arg(&cfg).args([
+        "train",
+        "grpo",
+        "--init",
+        "missing.safetensors",
+        "--dataset",
+        "gsm8k",
+        "--tie-break",
+        "first",
+        "--out",
+        "x.safetensors",
+    ]));
+    assert_input_error(&o, &["unknown tie-break 'first'", "earliest", "latest"]);
 }
 
 #[test]

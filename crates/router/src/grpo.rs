@@ -63,6 +63,8 @@ pub struct GrpoOptions {
     pub seed: u64,
     /// Stop after this many iterations without a better dev reward.
     pub patience: usize,
+    /// Which checkpoint `out` keeps when a dev reward ties the best so far.
+    pub tie_break: TieBreak,
     /// The check final answers get in rollouts and dev evaluation (none: unchecked).
     pub escalation: Option<Escalation>,
     /// What a rollout's cost is measured against.
@@ -119,7 +121,97 @@ impl Default for GrpoOptions {
             patience: 4,
             escalation: None,
             normaliser: Normaliser::Decomposed,
+            tie_break: TieBreak::Earliest,
         }
+    }
+}
+
+/// Which checkpoint is kept when an iteration's dev reward ties the best so far (within
+/// 1e-9). Small dev sets tie often: every question the policy routes the same way scores
+/// the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TieBreak {
+    /// The first iteration that reached the best reward (early stopping's usual rule).
+    #[default]
+    Earliest,
+    /// The last iteration that reached it: the most trained weights dev cannot tell apart.
+    Latest,
+}
+
+impl TieBreak {
+    pub fn name(self) -> &'static str {
+        match self {
+            TieBreak::Earliest => "earliest",
+            TieBreak::Latest => "latest",
+        }
+    }
+}
+
+impl std::str::FromStr for TieBreak {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "earliest" => Ok(TieBreak::Earliest),
+            "latest" => Ok(TieBreak::Latest),
+            other => Err(format!(
+                "unknown tie-break '{other}' (expected 'earliest' or 'latest')"
+            )),
+        }
+    }
+}
+
+/// Checkpoint selection on dev reward: which iteration's weights `out` holds, and when
+/// patience has run out. Patience counts from the last strict improvement, whichever
+/// checkpoint a tie keeps, so a plateau ends training under either rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    tie_break: TieBreak,
+    reward: f64,
+    kept: usize,
+    kept_score: Score,
+    improved: usize,
+}
+
+impl Selection {
+    /// Starts from the initial weights (iteration 0) and their dev score.
+    pub fn new(tie_break: TieBreak, initial: Score) -> Self {
+        Self {
+            tie_break,
+            reward: initial.reward,
+            kept: 0,
+            kept_score: initial,
+            improved: 0,
+        }
+    }
+
+    /// Records an iteration's dev score; true when its weights are now the kept ones.
+    pub fn offer(&mut self, iteration: usize, score: Score) -> bool {
+        let better = score.reward > self.reward + 1e-9;
+        let ties = !better && score.reward >= self.reward - 1e-9;
+        if better {
+            self.reward = score.reward;
+            self.improved = iteration;
+        }
+        let keep = better || (ties && self.tie_break == TieBreak::Latest);
+        if keep {
+            self.kept = iteration;
+            self.kept_score = score;
+        }
+        keep
+    }
+
+    /// True once `patience` iterations have passed without a better dev reward.
+    pub fn exhausted(&self, iteration: usize, patience: usize) -> bool {
+        iteration - self.improved >= patience
+    }
+
+    /// The iteration whose weights are kept (0: the initial ones).
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
+    pub fn kept_score(&self) -> Score {
+        self.kept_score
     }
 }
 
@@ -174,6 +266,8 @@ pub struct IterLog {
     pub questions: usize,
     /// Of those, the groups whose rewards differ (the only ones with an advantage).
     pub informative: usize,
+    /// This iteration's weights are now the kept ones (`out`): a better dev reward, or
+    /// with `TieBreak::Latest` an equal one.
     pub best: bool,
 }
 
@@ -189,6 +283,7 @@ pub struct KlParts {
 
 pub struct GrpoReport {
     pub log: Vec<IterLog>,
+    /// The iteration whose weights `out` holds (0: the initial ones), under the tie-break.
     pub best_iteration: usize,
     pub initial_dev: Score,
     pub best_dev: Score,
@@ -258,7 +353,8 @@ impl<'a> Grpo<'a> {
     }
 
     /// Train `net` in place. `reference` is the frozen SFT policy of the KL term.
-    /// Checkpoints go to `<out>.checkpoints/`, the best (by dev reward) to `out`, the log
+    /// Checkpoints go to `<out>.checkpoints/`, the best by dev reward (ties settled by
+    /// `GrpoOptions::tie_break`) to `out`, the log
     /// to `<out>.log.jsonl`; `on_iter` sees each log line.
     pub async fn train(
         &self,
@@ -299,7 +395,7 @@ impl<'a> Grpo<'a> {
             reason: e.to_string(),
         })?;
         let initial_dev = self.evaluate(&net, dev).await;
-        let mut best = (initial_dev.reward, 0usize, initial_dev);
+        let mut selection = Selection::new(o.tie_break, initial_dev);
         let mut order: Vec<usize> = (0..train.len()).collect();
         SplitMix64::new(o.seed).shuffle(&mut order);
         let mut cursor = 0;
@@ -375,11 +471,10 @@ impl<'a> Grpo<'a> {
                 }
             }
             let dev_score = self.evaluate(&net, dev).await;
-            let is_best = dev_score.reward > best.0 + 1e-9;
+            let is_best = selection.offer(iteration, dev_score);
             let ck = self.stamped(&net)?;
             ck.save(&ckpt_dir.join(format!("iter-{iteration:03}.safetensors")))?;
             if is_best {
-                best = (dev_score.reward, iteration, dev_score);
                 ck.save(out)?;
                 saved = ck;
             }
@@ -403,16 +498,16 @@ impl<'a> Grpo<'a> {
             }
             on_iter(&line);
             log.push(line);
-            if iteration - best.1 >= o.patience {
+            if selection.exhausted(iteration, o.patience) {
                 stopped_early = true;
                 break;
             }
         }
         Ok(GrpoReport {
             log,
-            best_iteration: best.1,
+            best_iteration: selection.kept(),
             initial_dev,
-            best_dev: best.2,
+            best_dev: selection.kept_score(),
             stopped_early,
         })
     }
@@ -555,6 +650,47 @@ mod tests {
     use super::*;
     use crate::features::HashEncoder;
     use crate::grpo_math::{clipped_surrogate, entropy, kl};
+
+    /// Dev rewards 0.1 (initial), then 0.2, 0.2, 0.1, 0.2, 0.3 - 1e-12, 0.3: the earliest
+    /// rule keeps the first to reach each best, the latest rule the last; patience counts
+    /// from the strict improvements (iterations 1 and 5) under both.
+    #[test]
+    fn ties_keep_the_earliest_or_the_latest_checkpoint_and_patience_counts_improvements() {
+        let score = |reward: f64| Score {
+            reward,
+            ..Default::default()
+        };
+        let rewards = [0.2, 0.2, 0.1, 0.2, 0.3 - 1e-12, 0.3];
+        let run = |tie_break| {
+            let mut sel = Selection::new(tie_break, score(0.1));
+            let kept: Vec<bool> = (1..)
+                .zip(rewards)
+                .map(|(i, r)| sel.offer(i, score(r)))
+                .collect();
+            (sel, kept)
+        };
+        let (earliest, kept) = run(TieBreak::Earliest);
+        assert_eq!(kept, [true, false, false, false, true, false]);
+        assert_eq!(earliest.kept(), 5);
+        let (latest, kept) = run(TieBreak::Latest);
+        assert_eq!(kept, [true, true, false, true, true, true]);
+        assert_eq!(latest.kept(), 6);
+        assert_eq!(latest.kept_score().reward, 0.3);
+        for sel in [earliest, latest] {
+            assert!(!sel.exhausted(6, 2), "improved at 5");
+            assert!(sel.exhausted(7, 2));
+        }
+        // Iteration 0 is a candidate too: a run that never beats it keeps the initial
+        // weights under the earliest rule, the last equal iteration under the latest.
+        let mut sel = Selection::new(TieBreak::Earliest, score(0.5));
+        assert!(!sel.offer(1, score(0.5)));
+        assert_eq!(sel.kept(), 0);
+        let mut sel = Selection::new(TieBreak::Latest, score(0.5));
+        assert!(sel.offer(1, score(0.5)));
+        assert!(!sel.offer(2, score(0.4)));
+        assert_eq!(sel.kept(), 1);
+        assert!(sel.exhausted(2, 2));
+    }
 
     /// The tensor loss is the plain-f64 formulas of `grpo_math`, term by term.
     #[test]

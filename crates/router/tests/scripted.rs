@@ -11,7 +11,7 @@ use r2_decomposer::TaskFamily;
 use r2_executor::ExecOptions;
 use r2_pool::{Backend, GenRequest, Pool, PoolConfig, ScriptedBackend};
 use r2_router::features::{Featurizer, HashEncoder};
-use r2_router::grpo::{Grpo, GrpoOptions, Normaliser};
+use r2_router::grpo::{Grpo, GrpoOptions, Normaliser, TieBreak};
 use r2_router::labels::{append_label, read_labels, QuestionLabel};
 use r2_router::net::RouterNet;
 use r2_router::policy::{LearnedPolicy, PinnedRoute};
@@ -892,6 +892,84 @@ async fn an_entropy_bonus_keeps_a_saturated_route_head_exploring() {
         informative(&with),
         informative(&without)
     );
+}
+
+#[tokio::test]
+async fn on_a_dev_reward_tie_the_latest_rule_keeps_the_more_trained_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = scripted_pool(PoolConfig::embedded(), checked_backend);
+    let s = settings(dir.path());
+    let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
+    // Saturated on the largest model: dev routes every question there at every iteration,
+    // so dev reward never moves, while the entropy bonus changes the weights each time.
+    let start = || biased_router(&pool, &features, [-8.0, -8.0, -8.0, 8.0]);
+    let reference = start().snapshot().unwrap();
+    let opts = GrpoOptions {
+        group: 4,
+        iterations: 8,
+        batch: 2,
+        epochs: 1,
+        lr: 1e-2,
+        kl: 0.0,
+        entropy: 0.1,
+        patience: 3,
+        ..Default::default()
+    };
+    let run = |tie_break: TieBreak| {
+        let grpo = Grpo::new(
+            &pool,
+            &s,
+            features.clone(),
+            GrpoOptions {
+                tie_break,
+                ..opts.clone()
+            },
+        );
+        let out = dir.path().join(format!("{}.safetensors", tie_break.name()));
+        let reference = &reference;
+        async move {
+            let report = grpo
+                .train(
+                    start(),
+                    reference,
+                    &plain_items(0..8),
+                    &plain_items(8..12),
+                    &out,
+                    |_| {},
+                )
+                .await
+                .unwrap();
+            (report, out)
+        }
+    };
+    let weights = |path: &std::path::Path| -> Vec<f32> {
+        RouterNet::load(path)
+            .unwrap()
+            .route
+            .b2
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (earliest, out_e) = run(TieBreak::Earliest).await;
+    let (latest, out_l) = run(TieBreak::Latest).await;
+    for r in [&earliest, &latest] {
+        // Patience counts from the last strict improvement: none, so 3 iterations.
+        assert!(r.stopped_early);
+        assert_eq!(r.log.len(), 3, "{:?}", r.log);
+        assert!(r.log.iter().all(|l| l.dev.reward == r.initial_dev.reward));
+        assert_eq!(r.best_dev.reward, r.initial_dev.reward);
+    }
+    assert_eq!(earliest.best_iteration, 0);
+    assert!(earliest.log.iter().all(|l| !l.best));
+    assert_eq!(latest.best_iteration, 3);
+    assert!(latest.log.iter().all(|l| l.best));
+    // `out` holds the initial weights under the earliest rule, iteration 3's under the
+    // latest, and the bonus made those differ.
+    let ckpt = dir.path().join("latest.checkpoints/iter-003.safetensors");
+    assert_eq!(weights(&out_l), weights(&ckpt));
+    assert_eq!(weights(&out_e), vec![-8.0, -8.0, -8.0, 8.0]);
+    assert_ne!(weights(&out_e), weights(&out_l));
 }
 
 #[test]
