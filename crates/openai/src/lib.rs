@@ -6,6 +6,9 @@
 //! that answers with a plain JSON body is accepted too. 429, 408, 5xx, timeouts, connection
 //! failures, truncated streams and malformed bodies are retried with exponential backoff and
 //! jitter (honouring Retry-After) up to `max_retries`, then end in a clean `BackendError`.
+//! A prompt the server says does not fit its context is a `ContextOverflow`, not retried; a
+//! 200 stream that ends before any data is asked again at once without streaming, since
+//! some servers (llama-cpp-python) report errors found after the headers that way.
 //!
 //! The API key is read once from the environment variable named in the config; it is sent
 //! only in the Authorization header and never appears in logs, traces or errors.
@@ -96,8 +99,8 @@ impl OpenAiBackend {
     }
 
     /// One HTTP attempt. `Err` carries whether retrying may help and the server's Retry-After.
-    async fn attempt(&self, request: &GenRequest) -> Result<GenResponse, Attempt> {
-        let body = wire::request_body(&self.api_model, request);
+    async fn attempt(&self, request: &GenRequest, stream: bool) -> Result<GenResponse, Attempt> {
+        let body = wire::request_body(&self.api_model, request, stream);
         let mut http = self.client.post(&self.url).json(&body);
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
@@ -111,6 +114,9 @@ impl OpenAiBackend {
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
             let text = response.text().await.unwrap_or_default();
+            if let Some((needed, limit)) = wire::context_overflow(status, &text) {
+                return Err(Attempt::ContextOverflow { needed, limit });
+            }
             return Err(Attempt::Status {
                 status,
                 message: wire::error_message(&text),
@@ -129,17 +135,21 @@ impl OpenAiBackend {
         let mut parser = SseParser::new();
         let mut acc = Accumulator::default();
         let mut stream = response.bytes_stream();
+        let mut received = false;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(Attempt::from_reqwest)?;
+            received |= !chunk.is_empty();
             for data in parser.push(&chunk) {
                 if acc.push_event(&data)? {
                     return Ok(acc.finish(request));
                 }
             }
         }
-        Err(Attempt::Broken(
-            "the stream ended before data: [DONE] (truncated response)".into(),
-        ))
+        Err(if received {
+            Attempt::Broken("the stream ended before data: [DONE] (truncated response)".into())
+        } else {
+            Attempt::EmptyStream
+        })
     }
 }
 
@@ -149,7 +159,13 @@ impl Backend for OpenAiBackend {
         let start = Instant::now();
         let mut retry = 0;
         loop {
-            let outcome = self.attempt(request).await;
+            let mut outcome = self.attempt(request, true).await;
+            if matches!(outcome, Err(Attempt::EmptyStream)) {
+                // Some servers (llama-cpp-python) report an error found after the headers,
+                // such as a prompt over the context, as an empty 200 stream. Asked again
+                // without streaming, they answer it with a status and a message.
+                outcome = self.attempt(request, false).await;
+            }
             let failure = match outcome {
                 Ok(r) => return Ok(r),
                 Err(f) => f,
@@ -157,6 +173,11 @@ impl Backend for OpenAiBackend {
             if !failure.retryable() || retry >= self.retry.max_retries {
                 tracing::warn!(model = %self.id, attempts = retry + 1, error = %failure, "upstream call failed");
                 return Err(match failure {
+                    Attempt::ContextOverflow { needed, limit } => BackendError::ContextOverflow {
+                        model: self.id.clone(),
+                        needed,
+                        limit,
+                    },
                     Attempt::Timeout => BackendError::Timeout {
                         model: self.id.clone(),
                         seconds: start

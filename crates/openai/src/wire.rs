@@ -20,6 +20,13 @@ pub(crate) enum Attempt {
     Broken(String),
     /// A body that is not the expected JSON.
     Malformed(String),
+    /// A 2xx stream that ended before sending anything.
+    EmptyStream,
+    /// The server says the prompt (with `max_tokens`) does not fit its context.
+    ContextOverflow {
+        needed: u32,
+        limit: u32,
+    },
 }
 
 impl std::fmt::Display for Attempt {
@@ -32,6 +39,11 @@ impl std::fmt::Display for Attempt {
             } => write!(f, "upstream answered HTTP {status}: {message}"),
             Attempt::Broken(e) => write!(f, "broken upstream response: {e}"),
             Attempt::Malformed(e) => write!(f, "malformed upstream response: {e}"),
+            Attempt::EmptyStream => f.write_str("the upstream stream ended before any data"),
+            Attempt::ContextOverflow { needed, limit } => write!(
+                f,
+                "upstream context overflow: {needed} tokens asked of a {limit}-token context"
+            ),
         }
     }
 }
@@ -52,6 +64,7 @@ impl Attempt {
     pub(crate) fn retryable(&self) -> bool {
         match self {
             Attempt::Status { status, .. } => crate::is_retryable_status(*status),
+            Attempt::ContextOverflow { .. } => false,
             _ => true,
         }
     }
@@ -75,7 +88,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub(crate) fn request_body(model: &str, request: &GenRequest) -> Value {
+/// The chat-completions body; `stream: false` asks for one plain JSON answer.
+pub(crate) fn request_body(model: &str, request: &GenRequest, stream: bool) -> Value {
     let messages: Vec<Value> = request
         .messages
         .iter()
@@ -100,10 +114,15 @@ pub(crate) fn request_body(model: &str, request: &GenRequest) -> Value {
         "model": model,
         "messages": messages,
         "max_tokens": request.max_tokens,
-        "stream": true,
-        "stream_options": {"include_usage": true},
+        "stream": stream,
         "logprobs": true,
+        // Servers built on llama.cpp (its server, llama-cpp-python) send log-probabilities
+        // only when asked for at least one alternative per token.
+        "top_logprobs": 1,
     });
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
     match request.sampling {
         Sampling::Greedy => body["temperature"] = json!(0.0),
         Sampling::Temperature { temperature, seed } => {
@@ -130,6 +149,47 @@ pub(crate) fn error_message(body: &str) -> String {
         short = "(empty body)".into();
     }
     short
+}
+
+/// `(needed, limit)` when an error body says the prompt does not fit the context: OpenAI's
+/// `context_length_exceeded` code (also sent by llama-cpp-python), llama.cpp's
+/// `exceed_context_size_error` (with `n_prompt_tokens` and `n_ctx`), or vLLM's message
+/// ("maximum context length is N tokens. However, you requested M tokens ..."). `needed`
+/// is what the server counted: the prompt, plus `max_tokens` where it adds them. `None` when it says something else or the numbers
+/// cannot be read.
+pub(crate) fn context_overflow(status: u16, body: &str) -> Option<(u32, u32)> {
+    if !(400..500).contains(&status) {
+        return None;
+    }
+    let v: Value = serde_json::from_str(body).ok()?;
+    let e = v.get("error").unwrap_or(&v);
+    let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+    let num = |k: &str| e.get(k).and_then(Value::as_u64).map(clamp_u32);
+    if text("type") == "exceed_context_size_error" {
+        if let (Some(needed), Some(limit)) = (num("n_prompt_tokens"), num("n_ctx")) {
+            return Some((needed, limit));
+        }
+    }
+    let message = text("message");
+    if text("code") != "context_length_exceeded" && !message.contains("maximum context length") {
+        return None;
+    }
+    let limit = number_after(message, "maximum context length is ")?;
+    // What was asked for: the prompt, plus max_tokens where the server counts it.
+    let needed = number_after(message, "you requested ")
+        .or_else(|| number_after(message, "resulted in "))?;
+    (needed > limit).then_some((needed, limit))
+}
+
+/// The whole number that directly follows the first `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> Option<u32> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse::<u64>().ok().map(clamp_u32)
+}
+
+fn clamp_u32(n: u64) -> u32 {
+    n.min(u32::MAX as u64) as u32
 }
 
 /// Token counts when the server reports no usage: a rough 4-characters-per-token estimate,
@@ -198,9 +258,15 @@ impl Accumulator {
     }
 
     pub(crate) fn finish(self, request: &GenRequest) -> GenResponse {
-        let (input_tokens, output_tokens) = self
-            .usage
-            .unwrap_or_else(|| (estimate_input(request), estimate_tokens(&self.text)));
+        // Without usage (llama-cpp-python sends none in streams), each log-probability is
+        // one generated token; only the prompt is estimated.
+        let counted = self.logprobs.as_ref().map(|l| l.len() as u32);
+        let (input_tokens, output_tokens) = self.usage.unwrap_or_else(|| {
+            (
+                estimate_input(request),
+                counted.unwrap_or_else(|| estimate_tokens(&self.text)),
+            )
+        });
         GenResponse {
             text: self.text,
             input_tokens,
@@ -286,6 +352,25 @@ mod tests {
     }
 
     #[test]
+    fn without_usage_each_log_probability_is_one_output_token() {
+        let mut acc = Accumulator::default();
+        // Two tokens whose 28 characters would be estimated as 7.
+        for (t, lp) in [("forty-two and then some", -0.5), (" more", -0.25)] {
+            let chunk = json!({"choices": [{"delta": {"content": t},
+                "logprobs": {"content": [{"token": t, "logprob": lp}]}}]});
+            acc.push_event(&chunk.to_string()).unwrap();
+        }
+        let r = acc.finish(&req());
+        assert_eq!(r.output_tokens, 2);
+        assert!(r.input_tokens > 0, "the prompt is estimated");
+        // Without log-probabilities either, the text is estimated (4 characters a token).
+        let mut acc = Accumulator::default();
+        acc.push_event(r#"{"choices":[{"delta":{"content":"forty-two and then some more"}}]}"#)
+            .unwrap();
+        assert_eq!(acc.finish(&req()).output_tokens, 7);
+    }
+
+    #[test]
     fn bad_bodies_are_classified_not_panics() {
         let mut acc = Accumulator::default();
         assert!(matches!(
@@ -330,10 +415,42 @@ mod tests {
             temperature: 0.7,
             seed: 3,
         };
-        let b = request_body("m", &r);
+        let b = request_body("m", &r, true);
         assert_eq!(b["stop"], json!(["a", "b", "c", "d"]));
         assert_eq!(b["seed"], json!(3));
         assert_eq!(b["messages"][0]["role"], "user");
         assert_eq!(b["stream"], json!(true));
+        assert_eq!(b["stream_options"]["include_usage"], json!(true));
+        assert_eq!(
+            (&b["logprobs"], &b["top_logprobs"]),
+            (&json!(true), &json!(1))
+        );
+        // OpenAI rejects stream_options on a request that does not stream.
+        let plain = request_body("m", &r, false);
+        assert_eq!(plain["stream"], json!(false));
+        assert!(plain.get("stream_options").is_none(), "{plain}");
+    }
+
+    #[test]
+    fn context_overflow_bodies_of_known_servers() {
+        // llama-cpp-python 0.3.16 and OpenAI.
+        let llama_cpp_python = r#"{"error":{"message":"This model's maximum context length is 512 tokens. However, you requested 739 tokens (731 in the messages, 8 in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        assert_eq!(context_overflow(400, llama_cpp_python), Some((739, 512)));
+        let openai = r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130011 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        assert_eq!(context_overflow(400, openai), Some((130011, 128000)));
+        // vLLM: the message alone; llama.cpp's server: its own type with the numbers.
+        let vllm = r#"{"object":"error","message":"This model's maximum context length is 2048 tokens. However, you requested 2100 tokens (2000 in the messages, 100 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}"#;
+        assert_eq!(context_overflow(400, vllm), Some((2100, 2048)));
+        let llama_cpp = r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}"#;
+        assert_eq!(context_overflow(400, llama_cpp), Some((5000, 4096)));
+        // Anything else is not an overflow.
+        assert_eq!(context_overflow(500, llama_cpp_python), None);
+        assert_eq!(
+            context_overflow(400, r#"{"error":{"message":"bad role","code":"invalid"}}"#),
+            None
+        );
+        assert_eq!(context_overflow(400, "maximum context length"), None);
+        let unreadable = r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#;
+        assert_eq!(context_overflow(400, unreadable), None);
     }
 }
