@@ -25,7 +25,7 @@ use r2_pool::{Backend, BackendError, GenRequest, GenResponse, RemoteSpec};
 
 pub use retry::{is_retryable_status, parse_retry_after, parse_retry_after_at, RetryPolicy};
 pub use sse::SseParser;
-use wire::{Accumulator, Attempt};
+use wire::{Attempt, StreamBody};
 
 pub struct OpenAiBackend {
     id: String,
@@ -132,24 +132,56 @@ impl OpenAiBackend {
             let bytes = response.bytes().await.map_err(Attempt::from_reqwest)?;
             return wire::parse_json_response(&bytes, request);
         }
-        let mut parser = SseParser::new();
-        let mut acc = Accumulator::default();
+        let mut body = StreamBody::default();
         let mut stream = response.bytes_stream();
         let mut received = false;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(Attempt::from_reqwest)?;
             received |= !chunk.is_empty();
-            for data in parser.push(&chunk) {
-                if acc.push_event(&data)? {
-                    return Ok(acc.finish(request));
-                }
+            if let Some(r) = body.push(&chunk, request)? {
+                return Ok(r);
             }
         }
         Err(if received {
-            Attempt::Broken("the stream ended before data: [DONE] (truncated response)".into())
+            StreamBody::truncated()
         } else {
             Attempt::EmptyStream
         })
+    }
+}
+
+/// What an attempt makes of a response body, without a network: the entry points of the
+/// fuzz targets (`crates/fuzz-targets`), which feed them arbitrary bytes. Not a stable API;
+/// failures come back as text.
+#[doc(hidden)]
+pub mod body {
+    use r2_pool::{GenRequest, GenResponse};
+
+    use crate::wire::{self, StreamBody};
+
+    /// A `text/event-stream` body arriving in `chunks`; one that ends before
+    /// `data: [DONE]` is truncated.
+    pub fn read_stream<'c>(
+        chunks: impl IntoIterator<Item = &'c [u8]>,
+        request: &GenRequest,
+    ) -> Result<GenResponse, String> {
+        let mut body = StreamBody::default();
+        for chunk in chunks {
+            if let Some(r) = body.push(chunk, request).map_err(|e| e.to_string())? {
+                return Ok(r);
+            }
+        }
+        Err(StreamBody::truncated().to_string())
+    }
+
+    /// A plain JSON (`chat.completion`) body.
+    pub fn read_json(bytes: &[u8], request: &GenRequest) -> Result<GenResponse, String> {
+        wire::parse_json_response(bytes, request).map_err(|e| e.to_string())
+    }
+
+    /// The message reported for a non-2xx body.
+    pub fn error_message(body: &str) -> String {
+        wire::error_message(body)
     }
 }
 

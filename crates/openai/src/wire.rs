@@ -277,6 +277,34 @@ impl Accumulator {
     }
 }
 
+/// A `text/event-stream` body read chunk by chunk, in whatever pieces it arrives.
+#[derive(Default)]
+pub(crate) struct StreamBody {
+    parser: crate::SseParser,
+    acc: Accumulator,
+}
+
+impl StreamBody {
+    /// Feed one chunk; `Some` once `data: [DONE]` ends the stream.
+    pub(crate) fn push(
+        &mut self,
+        chunk: &[u8],
+        request: &GenRequest,
+    ) -> Result<Option<GenResponse>, Attempt> {
+        for data in self.parser.push(chunk) {
+            if self.acc.push_event(&data)? {
+                return Ok(Some(std::mem::take(&mut self.acc).finish(request)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The failure of a body that ended before `data: [DONE]`.
+    pub(crate) fn truncated() -> Attempt {
+        Attempt::Broken("the stream ended before data: [DONE] (truncated response)".into())
+    }
+}
+
 fn usage_of(v: &Value) -> Option<(u32, u32)> {
     let u = v.get("usage")?;
     let p = u.get("prompt_tokens")?.as_u64()?;
