@@ -54,7 +54,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // Beyond `Duration::MAX` (about 5.8e11 years) is as good as forever.
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -106,6 +108,11 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("NaN"), None);
+        // Found by fuzzing: a number of seconds beyond `Duration` panicked.
+        assert_eq!(
+            parse_retry_after("33333333333333333333"),
+            Some(Duration::MAX)
+        );
         // HTTP-date: the wait from now, zero once it has passed; all three RFC formats.
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
         let at = |v| parse_retry_after_at(v, now);
