@@ -33,6 +33,10 @@ pub struct OpenAiBackend {
     api_model: String,
     api_key: Option<String>,
     client: reqwest::Client,
+    /// Keeps no idle connections: for the request after an empty stream, since the server
+    /// may close the connection that stream came on (uvicorn does, after the error), and a
+    /// pooled connection closing under a request fails it.
+    fresh: reqwest::Client,
     retry: RetryPolicy,
     read_timeout: Duration,
 }
@@ -69,17 +73,21 @@ impl OpenAiBackend {
             None => None,
         };
         let read_timeout = Duration::from_secs_f64(spec.read_timeout_s);
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs_f64(spec.connect_timeout_s))
-            .read_timeout(read_timeout)
-            .build()
-            .map_err(|e| load(format!("cannot build the HTTP client: {e}")))?;
+        let client = |idle: usize| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs_f64(spec.connect_timeout_s))
+                .read_timeout(read_timeout)
+                .pool_max_idle_per_host(idle)
+                .build()
+                .map_err(|e| load(format!("cannot build the HTTP client: {e}")))
+        };
         Ok(Self {
             id: id.to_string(),
             url: format!("{}/chat/completions", spec.base_url),
             api_model: spec.api_model.clone(),
             api_key,
-            client,
+            client: client(usize::MAX)?,
+            fresh: client(0)?,
             retry: RetryPolicy::new(spec.max_retries),
             read_timeout,
         })
@@ -99,9 +107,11 @@ impl OpenAiBackend {
     }
 
     /// One HTTP attempt. `Err` carries whether retrying may help and the server's Retry-After.
+    /// `stream: false` is the retry of an empty stream, sent over a new connection.
     async fn attempt(&self, request: &GenRequest, stream: bool) -> Result<GenResponse, Attempt> {
         let body = wire::request_body(&self.api_model, request, stream);
-        let mut http = self.client.post(&self.url).json(&body);
+        let client = if stream { &self.client } else { &self.fresh };
+        let mut http = client.post(&self.url).json(&body);
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
         }
