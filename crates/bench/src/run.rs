@@ -3,7 +3,7 @@
 //! per item instead of aborting the run.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -90,13 +90,13 @@ pub fn items_path(out_dir: &Path, policy: &str) -> PathBuf {
 
 /// Results already on disk for `policy`. Unreadable lines (a run killed mid-write) are skipped.
 pub fn read_results(path: &Path) -> Vec<ItemResult> {
-    let Ok(f) = std::fs::File::open(path) else {
+    let Ok(lines) = r2_files::lines(path, r2_files::limits::DATA, r2_files::limits::LINE) else {
         return Vec::new();
     };
-    std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<ItemResult>(&l).ok())
+    // A read error ends the lines (and so the loop).
+    lines
+        .filter_map(Result::ok)
+        .filter_map(|(_, l)| serde_json::from_str::<ItemResult>(&l).ok())
         .collect()
 }
 

@@ -47,8 +47,10 @@ pub struct Summary {
     pub policies: Vec<PolicySummary>,
     pub cache_hits: u64,
     pub cache_misses: u64,
-    /// (line, reason) of dataset records that could not be read.
+    /// (line, reason) of the first dataset records that could not be read.
     pub malformed: Vec<(usize, String)>,
+    /// How many records could not be read in all.
+    pub malformed_total: usize,
     /// The post-hoc oracle over the policies run (`None` with fewer than two policies or no
     /// item every policy answered).
     pub best_of: Option<BestOf>,
@@ -176,7 +178,10 @@ pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
     let denom = 1.0 + z * z / n;
     let center = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    [(center - half).max(0.0), (center + half).min(1.0)]
+    // At the ends the bound is exact (0 or 1); the formula leaves rounding dust there.
+    let lo = if k == 0 { 0.0 } else { (center - half).max(0.0) };
+    let hi = if k as f64 == n { 1.0 } else { (center + half).min(1.0) };
+    [lo, hi]
 }
 
 /// Nearest-rank percentile of unsorted values (0 for none).
@@ -392,11 +397,11 @@ pub fn markdown(summary: &Summary) -> String {
             picks.join(", ")
         );
     }
-    if !summary.malformed.is_empty() {
+    if summary.malformed_total > 0 {
         let _ = writeln!(
             s,
             "\nMalformed dataset records skipped: {}",
-            summary.malformed.len()
+            summary.malformed_total
         );
         for (line, why) in summary.malformed.iter().take(20) {
             let _ = writeln!(s, "- line {line}: {why}");
@@ -425,6 +430,10 @@ mod tests {
             (lo - 0.4038).abs() < 1e-4 && (hi - 0.5962).abs() < 1e-4,
             "{lo} {hi}"
         );
+        for n in 1..200 {
+            assert_eq!(wilson95(0, n)[0], 0.0, "n = {n}");
+            assert_eq!(wilson95(n, n)[1], 1.0, "n = {n}");
+        }
         let [lo, hi] = wilson95(0, 10);
         assert!(lo == 0.0 && (hi - 0.2775).abs() < 1e-4, "{hi}");
         assert_eq!(wilson95(0, 0), [0.0, 0.0]);

@@ -132,7 +132,7 @@ fn split_aliases_and_errors() {
     let err = load("gsm8k", Some("dev")).unwrap_err().to_string();
     assert!(err.contains("test, train"), "{err}");
     let err = load_path(&PathBuf::from("/nonexistent/x.jsonl"), None).unwrap_err();
-    assert!(matches!(err, DatasetError::Io { .. }), "{err}");
+    assert!(matches!(&err, DatasetError::File(e) if e.is_not_found()), "{err}");
 }
 
 struct TempFile(PathBuf);
@@ -176,11 +176,11 @@ fn malformed_lines_are_reported_not_fatal() {
     assert_eq!(r.items[0].gold, Gold::Number("2".into()));
     assert_eq!(r.items[1].gold, Gold::Number("1200".into()));
     assert_eq!(r.items[1].id, "mine-5");
-    let lines: Vec<usize> = r.malformed.iter().map(|m| m.0).collect();
+    let lines: Vec<usize> = r.malformed.kept().iter().map(|m| m.0).collect();
     assert_eq!(lines, [2, 4, 5, 6], "{:?}", r.malformed);
-    assert!(r.malformed[0].1.contains("invalid JSON"));
-    assert!(r.malformed[1].1.contains("not a number"));
-    assert!(r.malformed[2].1.contains("question"));
+    assert!(r.malformed.kept()[0].1.contains("invalid JSON"));
+    assert!(r.malformed.kept()[1].1.contains("not a number"));
+    assert!(r.malformed.kept()[2].1.contains("question"));
 
     let scan = TempFile::new(
         "tasks_mine.txt",
@@ -188,8 +188,8 @@ fn malformed_lines_are_reported_not_fatal() {
     );
     let r = load_path(&scan.0, None).unwrap();
     assert_eq!((r.format, r.items.len()), (Format::Scan, 2));
-    assert_eq!(r.malformed.len(), 1);
-    assert_eq!(r.malformed[0].0, 2);
+    assert_eq!(r.malformed.total(), 1);
+    assert_eq!(r.malformed.kept()[0].0, 2);
 
     let arr = TempFile::new(
         "sqa.json",
@@ -197,7 +197,7 @@ fn malformed_lines_are_reported_not_fatal() {
     );
     let r = load_path(&arr.0, None).unwrap();
     assert_eq!((r.format, r.items.len()), (Format::StrategyQa, 1));
-    assert_eq!(r.malformed[0].0, 2);
+    assert_eq!(r.malformed.kept()[0].0, 2);
 
     let err = load_path(&f.0, Some("nope")).unwrap_err().to_string();
     assert!(err.contains("gsm8k") && err.contains("paper-scan"), "{err}");
@@ -252,7 +252,7 @@ fn formats_are_detected_from_content() {
     ] {
         let r = load_path(&root.join(rel), None).unwrap();
         assert_eq!(
-            (r.format, r.items.len(), r.malformed.len()),
+            (r.format, r.items.len(), r.malformed.total()),
             (format, n, 0),
             "{rel}"
         );

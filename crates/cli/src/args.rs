@@ -128,8 +128,8 @@ pub struct AskArgs {
     /// Most subtasks a plan may have.
     #[arg(long, default_value_t = 5)]
     pub max_subtasks: usize,
-    /// Per-step timeout in seconds.
-    #[arg(long, default_value_t = 600)]
+    /// Per-step timeout in seconds (at least 1).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// llama.cpp threads per call (0 = the config's setting, which defaults to all cores).
     #[arg(long, default_value_t = 0)]
@@ -211,8 +211,8 @@ pub struct RunArgs {
     pub judge: Option<String>,
     #[arg(long, default_value_t = 5)]
     pub max_subtasks: usize,
-    /// Per-call timeout in seconds.
-    #[arg(long, default_value_t = 600)]
+    /// Per-call timeout in seconds (at least 1).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// llama.cpp threads per call (0 = the config's setting).
     #[arg(long, default_value_t = 0)]
@@ -271,7 +271,8 @@ pub struct LabelArgs {
     /// Labels file (JSONL); questions already in it are skipped.
     #[arg(long)]
     pub out: PathBuf,
-    /// Most decomposed executions per question.
+    /// Most decomposed executions per question; 0 labels direct answers only (one call
+    /// per pool model, the cheap labels to collect at scale).
     #[arg(long, default_value_t = 8)]
     pub budget: usize,
     /// Keep searching cheaper allocations when every step on the largest model answered

@@ -83,7 +83,7 @@ pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {
     );
     let options = ExecOptions {
         max_subtasks: args.max_subtasks,
-        step_timeout: Some(Duration::from_secs(args.timeout.max(1))),
+        step_timeout: Some(Duration::from_secs(args.timeout)),
         sampling,
         ..ExecOptions::default()
     };

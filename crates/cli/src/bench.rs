@@ -91,7 +91,8 @@ pub async fn run(config_path: Option<&Path>, args: BenchArgs) -> Result<()> {
         policies: summaries,
         cache_hits,
         cache_misses,
-        malformed: selection.malformed.clone(),
+        malformed: selection.malformed.kept().to_vec(),
+        malformed_total: selection.malformed.total(),
         best_of,
     };
     std::fs::write(

@@ -42,7 +42,7 @@ const GOMP_SPINCOUNT: &str = "1000";
 /// two models decoding at once in this process (a routed question, `bench`, `serve`), or
 /// another busy process — the spinning threads take the CPU from the ones doing the work and
 /// generation slows down by an order of magnitude. With 1,000 spins, tokens/s under such
-/// contention rose ~8× and fell ~7% on an otherwise idle machine (docs/BENCHMARKS.md §1).
+/// contention rose ~8× and fell ~7% on an otherwise idle machine (docs/benchmarks.md §1).
 /// libgomp reads its settings once, when it is loaded, before `main`; so unless the user set
 /// `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY`, the binary re-executes itself once with the
 /// setting in its environment. If that fails it carries on with libgomp's defaults.
@@ -114,7 +114,19 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = std::io::stdout().flush();
-            let msg = format!("{e:#}").replace('\n', " ");
+            // The chain of causes, each once: an error that already shows its cause's
+            // message (e.g. "step 1: model 'm' timed out after 1.0s") does not repeat it.
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let text = cause.to_string();
+                if !msg.contains(&text) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&text);
+                }
+            }
+            let msg = msg.replace('\n', " ");
             eprintln!("error: {msg}");
             if e.chain().any(|c| c.downcast_ref::<InputError>().is_some()) {
                 ExitCode::from(2)

@@ -38,23 +38,23 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
         },
         None,
     );
+    // Every policy a client may name (the default and `[server] policies`) is loaded now,
+    // routers and label files included; requests never name a file.
     let parser: r2_server::PolicyParser =
         Arc::new(move |name: &str, pool: &r2_pool::Pool| r2_router::parse_policy(name, pool, &env));
-    // The default policy is loaded (embedding model included) before the first request.
-    parser(&pool.config.policy_or_default(), &pool)
-        .map_err(|e| input_error(format!("policy: {e}")))?;
+    let pool = Arc::new(pool);
+    let state = AppState::new(pool, keys, &server, traces.clone(), &parser)
+        .map_err(|e| input_error(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| input_error(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
-    if !keys.is_enabled() {
+    if !state.keys.is_enabled() {
         tracing::warn!("no [server] api_keys configured: every client is accepted");
     }
     // The one line tests and scripts wait for.
     eprintln!("r2reasoner serve: listening on http://{addr}");
-    let state =
-        Arc::new(AppState::new(Arc::new(pool), keys, &server, traces.clone()).with_parser(parser));
-    r2_server::serve(listener, state, shutdown_signal()).await?;
+    r2_server::serve(listener, Arc::new(state), shutdown_signal()).await?;
     // Traces are written behind the responses; commit the last ones before exiting.
     if let Err(e) = traces.flush().await {
         tracing::warn!(error = %e, "the last traces may not be stored");

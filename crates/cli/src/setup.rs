@@ -25,7 +25,7 @@ pub struct Selection {
     pub items: Vec<Item>,
     /// The dataset name, or the file's path.
     pub label: String,
-    pub malformed: Vec<(usize, String)>,
+    pub malformed: r2_files::Malformed,
 }
 
 /// Load and select items; malformed lines are reported on stderr and skipped.
@@ -44,9 +44,7 @@ pub fn select_items(args: &DataArgs) -> Result<Selection> {
         .dataset
         .clone()
         .unwrap_or_else(|| report.path.display().to_string());
-    for (line, why) in &report.malformed {
-        eprintln!("warning: {}: line {line}: {why}", report.path.display());
-    }
+    warn_malformed(&report.path, &report.malformed);
     let mut all = report.items.clone();
     for name in &args.exclude {
         let other = datasets::load(name, None).map_err(|e| input_error(e.to_string()))?;
@@ -66,6 +64,20 @@ pub fn select_items(args: &DataArgs) -> Result<Selection> {
         label,
         malformed: report.malformed,
     })
+}
+
+/// Malformed lines of a file on stderr: the first few, and how many more.
+pub fn warn_malformed(path: &std::path::Path, malformed: &r2_files::Malformed) {
+    for (line, why) in malformed.kept() {
+        eprintln!("warning: {}: line {line}: {why} (skipped)", path.display());
+    }
+    if malformed.total() > malformed.kept().len() {
+        eprintln!(
+            "warning: {}: {} more malformed lines skipped",
+            path.display(),
+            malformed.total() - malformed.kept().len()
+        );
+    }
 }
 
 /// The pool, its call cache and what routed runs need.
@@ -120,7 +132,7 @@ impl Session {
             judge,
             exec: ExecOptions {
                 max_subtasks: run.max_subtasks,
-                step_timeout: Some(Duration::from_secs(run.timeout.max(1))),
+                step_timeout: Some(Duration::from_secs(run.timeout)),
                 ..ExecOptions::default()
             },
             concurrency: run.concurrency,

@@ -117,7 +117,7 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
         settings: &settings,
     };
     let options = SearchOptions {
-        budget: args.budget.max(1),
+        budget: args.budget,
         search_after_failure: args.search_after_failure,
         ..Default::default()
     };
@@ -155,9 +155,7 @@ fn read_all_labels(paths: &[std::path::PathBuf], ids: &[String]) -> Result<Label
     let mut all = LabelSet::default();
     for p in paths {
         let set = read_labels(p, ids).map_err(router_error)?;
-        for (line, why) in &set.malformed {
-            eprintln!("warning: {}: line {line}: {why} (skipped)", p.display());
-        }
+        crate::setup::warn_malformed(p, &set.malformed);
         all.questions.extend(set.questions);
         all.malformed.extend(set.malformed);
     }

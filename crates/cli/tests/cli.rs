@@ -96,6 +96,34 @@ fn config_errors_name_the_file_and_key() {
     assert_input_error(&o, &["absent.toml"]);
 }
 
+/// Files named on the command line that are not regular files are refused before any
+/// read: a directory or device as config, dataset or labels never blocks or grows memory.
+#[test]
+fn directories_devices_and_fifos_are_refused_as_input_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = run(bin().args(["--config", d, "ask", "hi"]));
+    assert_input_error(&o, &["is a directory"]);
+    let o = run(bin().args(["--config", "/dev/zero", "ask", "hi"]));
+    assert_input_error(&o, &["is a device"]);
+    let fifo = dir.path().join("data.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.to_str().unwrap();
+    let out = dir.path().join("out");
+    let o = run(bin()
+        .args(["bench", "--data", f, "--policy", "random", "--out"])
+        .arg(&out));
+    assert_input_error(&o, &["is a FIFO"]);
+    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    for (policy, what) in [(format!("oracle:{d}"), "is a directory"), ("oracle:/dev/zero".into(), "is a device"), (format!("oracle:{f}"), "is a FIFO")] {
+        let o = run(bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["route", "--dataset", "gsm8k", "--limit", "1", "--policy", &policy]));
+        assert_input_error(&o, &[what]);
+    }
+}
+
 #[test]
 fn bad_questions_and_names_are_rejected_before_any_model_runs() {
     let o = run(bin().args(["ask", "   "]));
@@ -142,6 +170,13 @@ fn bad_questions_and_names_are_rejected_before_any_model_runs() {
             .arg(std::ffi::OsStr::from_bytes(b"caf\xe9")));
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("UTF-8"), "{}", stderr(&o));
+    }
+
+    // A zero timeout is refused, not silently turned into one second.
+    for cmd in [&["ask", "--timeout", "0", "hi"][..], &["bench", "--timeout", "0", "--dataset", "gsm8k", "--policy", "random", "--out", "x"]] {
+        let o = run(bin().args(cmd));
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--timeout"), "{}", stderr(&o));
     }
 }
 

@@ -41,8 +41,13 @@ fn python() -> PathBuf {
 }
 
 fn write_config(dir: &Path) -> PathBuf {
+    write_config_with(dir, "")
+}
+
+/// The test config with `server` added to its `[server]` table.
+fn write_config_with(dir: &Path, server: &str) -> PathBuf {
     let text = format!(
-        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[server]\nmax_body_bytes = 4096\ntraces_db = \"{}\"\napi_keys = [{{ name = \"test\", env = \"{KEY_VAR}\" }}]\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n",
+        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[server]\n{server}\nmax_body_bytes = 4096\ntraces_db = \"{}\"\napi_keys = [{{ name = \"test\", env = \"{KEY_VAR}\" }}]\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n",
         dir.join("traces.sqlite").display()
     );
     let path = dir.join("pool.toml");
@@ -178,4 +183,109 @@ fn openai_backend_uses_the_gateway_as_its_upstream_with_the_real_model() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains(KEY_VAR));
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn clients_name_only_exposed_policies_never_server_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO: opening it for reading would release the writer blocked on it below.
+    let fifo = dir.path().join("labels.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (f, o) = (fifo.clone(), opened.clone());
+    let writer = std::thread::spawn(move || {
+        let _w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        o.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let cfg = write_config_with(dir.path(), "policies = { tiny = \"direct:smollm2-135m\" }");
+    let server = start(&cfg);
+    let d = dir.path().display().to_string();
+    let f = fifo.display().to_string();
+    for model in [
+        format!("r2reasoner/oracle:{f}"),
+        format!("r2reasoner/learned:{f}"),
+        format!("r2reasoner/oracle:{d}"),
+        format!("r2reasoner/query-level:{d}@0.5"),
+        "r2reasoner/oracle:/dev/zero".to_string(),
+        "r2reasoner/learned:/etc/passwd".to_string(),
+        "r2reasoner/oracle:/nonexistent/labels.jsonl".to_string(),
+    ] {
+        let body = serde_json::json!({"model": model, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+        let (status, resp) = http(&server.url, "POST", "/v1/chat/completions", Some(&body));
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_default();
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (404, Some("model_not_found")),
+            "{model}: {resp}"
+        );
+        // A missing file and an existing one get the same answer.
+        assert!(!resp.contains("No such file") && !resp.contains("directory"), "{resp}");
+    }
+    // The server is responsive and listed the exposed policy; the FIFO was never opened.
+    let (status, _) = http(&server.url, "GET", "/health", None);
+    assert_eq!(status, 200);
+    let (_, models) = http(&server.url, "GET", "/v1/models", None);
+    assert!(models.contains("\"r2reasoner/tiny\""), "{models}");
+    let body = serde_json::json!({"model": "r2reasoner/tiny", "max_tokens": 4,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let (status, resp) = http(&server.url, "POST", "/v1/chat/completions", Some(&body));
+    assert_eq!(status, 200, "{resp}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !opened.load(std::sync::atomic::Ordering::SeqCst),
+        "a client's model name opened a server file"
+    );
+    // Release the writer: open the read end ourselves, without blocking.
+    use std::os::unix::fs::OpenOptionsExt;
+    let _r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    writer.join().unwrap();
+    assert!(opened.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
+fn an_exposed_policy_that_cannot_load_stops_serve_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config_with(dir.path(), "policies = { broken = \"oracle:/nonexistent/l.jsonl\" }");
+    let o = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(KEY_VAR, KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("server.policies.broken"), "{stderr}");
 }

@@ -120,7 +120,7 @@ impl DistilledEmbedder {
 }
 
 fn read_table(path: &Path, vocab: usize) -> Option<Vec<f32>> {
-    let bytes = fs::read(path).ok()?;
+    let bytes = r2_files::read(path, r2_files::limits::WEIGHTS).ok()?;
     let body = bytes.strip_prefix(MAGIC.as_slice())?;
     let (n, body) = body.split_at_checked(4)?;
     let n = u32::from_le_bytes(n.try_into().ok()?) as usize;

@@ -2,7 +2,6 @@
 //! sentence-transformers pipeline of all-MiniLM-L6-v2 (`modules.json`: Transformer with
 //! `max_seq_length` 256, Pooling with `pooling_mode_mean_tokens`, Normalize).
 
-use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -207,7 +206,13 @@ pub fn cosine(a: &Embedding, b: &Embedding) -> f32 {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, EmbedError> {
-    fs::read(path).map_err(|e| file_err(path, e))
+    r2_files::read(path, r2_files::limits::WEIGHTS).map_err(|e| match e {
+        r2_files::FileError::Open { source, .. } => file_err(path, source),
+        other => EmbedError::Unreadable {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 fn file_err(path: &Path, e: io::Error) -> EmbedError {
@@ -292,7 +297,7 @@ mod tests {
         assert!(matches!(err, EmbedError::MissingFile { .. }), "{err}");
         assert!(err.to_string().contains("config.json"), "{err}");
 
-        fs::write(dir.path().join("config.json"), b"{\"hidden_size\": 3").unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{\"hidden_size\": 3").unwrap();
         let err = Embedder::from_dir(dir.path()).unwrap_err();
         assert!(matches!(err, EmbedError::Config { .. }), "{err}");
         assert!(err.is_input_error());

@@ -57,7 +57,7 @@ struct Setup {
 fn setup() -> Setup {
     let backend = ScriptedBackend::new(|req| Ok(script(req)));
     // The embedded pool's 3 models, each serving one call at a time (the figures in
-    // docs/BENCHMARKS.md were measured so; the embedded default now batches 4).
+    // docs/benchmarks.md §2 were measured so; the embedded default now batches 4).
     let mut config = PoolConfig::embedded();
     for m in &mut config.models {
         m.max_concurrency = 1;

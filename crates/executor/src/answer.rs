@@ -12,7 +12,8 @@ pub fn after_marker(text: &str, marker: &str) -> Option<String> {
     let m = marker.to_ascii_lowercase();
     let pos = lower.rfind(&m)?;
     let rest = &text[pos + marker.len()..];
-    let rest = rest.trim_start_matches(['*', '_', ' ', '\t']);
+    // "The answer is: 42", "**ANSWER:** 42": the colon and markup belong to the marker.
+    let rest = rest.trim_start_matches(['*', '_', ' ', '\t', ':']);
     let line = rest
         .lines()
         .map(str::trim)
@@ -263,6 +264,14 @@ mod tests {
 
     fn check(family: TaskFamily, text: &str, expect: &str) {
         assert_eq!(final_answer(family, text), expect, "input: {text:?}");
+    }
+
+    #[test]
+    fn a_colon_after_the_marker_is_not_part_of_the_answer() {
+        let got = after_marker("So the answer is: 42", "the answer is");
+        assert_eq!(got.as_deref(), Some("42"));
+        let got = after_marker("The answer is:\n**18**", "the answer is");
+        assert_eq!(got.as_deref(), Some("18"));
     }
 
     #[test]

@@ -62,18 +62,11 @@ impl ModelCache {
 
 /// Opens a local model file, mapping failures to input errors.
 pub(crate) fn open_local(ctx: &Ctx, path: &Path) -> Result<File, ModelError> {
-    match fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            return Err(local_err(
-                ctx,
-                path,
-                io::Error::other("is a directory, not a model file"),
-            ))
-        }
-        Ok(_) => {}
-        Err(e) => return Err(local_err(ctx, path, e)),
-    }
-    File::open(path).map_err(|e| local_err(ctx, path, e))
+    // Only a regular file: a FIFO or device named in a config is refused, not opened.
+    r2_files::open(path, u64::MAX).map_err(|e| match e {
+        r2_files::FileError::Open { source, .. } => local_err(ctx, path, source),
+        other => local_err(ctx, path, io::Error::other(other.to_string())),
+    })
 }
 
 fn local_err(ctx: &Ctx, path: &Path, e: io::Error) -> ModelError {

@@ -164,14 +164,13 @@ impl PoolConfig {
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
-            file: file.clone(),
-            reason: e.to_string(),
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
-            file: file.clone(),
-            reason: "file is not valid UTF-8".into(),
-        })?;
+        let text =
+            r2_files::read_to_string(path, r2_files::limits::CONFIG).map_err(|e| {
+                ConfigError::Read {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         Self::parse(&text, &file, path.parent())
     }
 

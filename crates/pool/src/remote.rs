@@ -128,6 +128,10 @@ pub struct ServerConfig {
     pub request_timeout_s: f64,
     /// Where traces are stored; default `$R2REASONER_HOME/traces.sqlite`.
     pub traces_db: Option<String>,
+    /// Policies clients may name as `r2reasoner/<name>` (name → policy, e.g.
+    /// `fast = "learned:/srv/r/router.safetensors@0.6"`). Over HTTP a client names only
+    /// these, the baselines that need no file and pool models; never a path.
+    pub policies: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             max_concurrency: 64,
             request_timeout_s: 600.0,
             traces_db: None,
+            policies: Default::default(),
         }
     }
 }
@@ -153,6 +158,8 @@ pub(crate) struct RawServer {
     max_concurrency: Option<usize>,
     request_timeout_s: Option<f64>,
     traces_db: Option<String>,
+    #[serde(default)]
+    policies: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -214,8 +221,25 @@ impl RawServer {
                 "must be a number of seconds > 0".into(),
             ));
         }
+        for (name, spec) in &self.policies {
+            let key = format!("server.policies.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err((
+                    key,
+                    "a policy name may use only letters, digits, '-', '_' and '.'".into(),
+                ));
+            }
+            if spec.trim().is_empty() {
+                return Err((key, "must name a policy, e.g. \"learned@0.6\"".into()));
+            }
+        }
         Ok(ServerConfig {
             listen: self.listen,
+            policies: self.policies,
             api_keys: keys,
             max_body_bytes,
             max_concurrency,
@@ -303,5 +327,17 @@ mod tests {
         assert!(e.contains("server.api_keys[0]"), "{e}");
         let e = err(&format!("[server]\nmax_concurrency = 0\n{OPENAI}"));
         assert!(e.contains("server.max_concurrency"), "{e}");
+    }
+
+    #[test]
+    fn exposed_policies_have_plain_names() {
+        let text = format!("[server]\npolicies = {{ fast = \"learned:/srv/r.safetensors@0.6\", cheap-1 = \"direct:gpt\" }}\n{OPENAI}");
+        let cfg = PoolConfig::parse(&text, "pool.toml", None).unwrap();
+        assert_eq!(cfg.server.policies["fast"], "learned:/srv/r.safetensors@0.6");
+        assert_eq!(cfg.server.policies.len(), 2);
+        let e = err(&format!("[server]\npolicies = {{ \"a/b\" = \"random\" }}\n{OPENAI}"));
+        assert!(e.contains("server.policies.a/b"), "{e}");
+        let e = err(&format!("[server]\npolicies = {{ x = \" \" }}\n{OPENAI}"));
+        assert!(e.contains("server.policies.x"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //! it): one JSON object per question.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
 use r2_bench::run::ModelUsage;
@@ -30,6 +30,12 @@ pub struct TriedRoute {
     /// Tokens per model, so cost can be recomputed under any price profile.
     pub usage: BTreeMap<String, ModelUsage>,
     pub error: Option<String>,
+    /// The answer the grader read (the signals "after the answer" are read off it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// The confidence (geometric-mean token probability) of the call whose answer stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 impl TriedRoute {
@@ -153,26 +159,37 @@ pub fn decompose_position(labels: &[QuestionLabel], pool: &PoolConfig) -> usize 
 #[derive(Debug, Default)]
 pub struct LabelSet {
     pub questions: Vec<QuestionLabel>,
-    /// (line number, reason) of lines that could not be read; they are skipped.
-    pub malformed: Vec<(usize, String)>,
+    /// Lines that could not be read (the first few, and how many); they are skipped.
+    pub malformed: r2_files::Malformed,
 }
 
-/// Read a labels file. Malformed lines are skipped and reported with their line numbers;
-/// a model id the pool does not have is an error (the labels belong to another pool).
+/// Read a labels file: a regular file, streamed line by line (bounded per line; a read
+/// error ends the read and is an error). Malformed lines are skipped and reported with
+/// their line numbers; a model id the pool does not have is an error (the labels belong
+/// to another pool).
 pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, RouterError> {
-    let file = std::fs::File::open(path).map_err(|e| RouterError::Io {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut set = LabelSet::default();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = match line {
+    let lines = r2_files::lines(path, r2_files::limits::DATA, r2_files::limits::LINE)?;
+    parse_labels(lines, path, pool)
+}
+
+/// Labels from lines (of a file or any reader, e.g. [`r2_files::Lines::new`] over bytes).
+pub fn parse_labels<R: std::io::Read>(
+    lines: r2_files::Lines<R>,
+    path: &Path,
+    pool: &[String],
+) -> Result<LabelSet, RouterError> {
+    let mut set = LabelSet {
+        questions: Vec::new(),
+        malformed: r2_files::Malformed::new(r2_files::MALFORMED_KEPT),
+    };
+    for line in lines {
+        let (n, line) = match line {
             Ok(l) => l,
-            Err(e) => {
-                set.malformed.push((n, format!("unreadable: {e}")));
+            Err(e) if e.is_line_error() => {
+                set.malformed.push(e.line().unwrap_or(0), e.to_string());
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         if line.trim().is_empty() {
             continue;
@@ -180,7 +197,7 @@ pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, RouterError
         let q: QuestionLabel = match serde_json::from_str(&line) {
             Ok(q) => q,
             Err(e) => {
-                set.malformed.push((n, e.to_string()));
+                set.malformed.push(n, e.to_string());
                 continue;
             }
         };
@@ -235,6 +252,8 @@ mod tests {
             correct,
             usage,
             error: None,
+            answer: None,
+            confidence: None,
         }
     }
 

@@ -39,6 +39,8 @@ pub enum RouterError {
     Invalid(String),
     #[error("{}: {reason}", path.display())]
     Io { path: PathBuf, reason: String },
+    #[error(transparent)]
+    File(#[from] r2_files::FileError),
     #[error("labels {}: line {line}: {reason}", path.display())]
     Labels {
         path: PathBuf,

@@ -469,13 +469,18 @@ impl RouterNet {
 
     pub fn load(path: &Path) -> Result<Self, RouterError> {
         let mpath = Self::manifest_path(path);
-        let text = std::fs::read_to_string(&mpath).map_err(|e| RouterError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("cannot read its manifest {}: {e}", mpath.display()),
+        // Weights first: a path that is not a router file is named as such.
+        let weights = r2_files::read(path, r2_files::limits::WEIGHTS).map_err(|e| {
+            RouterError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
         })?;
-        let weights = std::fs::read(path).map_err(|e| RouterError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        let text = r2_files::read_to_string(&mpath, r2_files::limits::CONFIG).map_err(|e| {
+            RouterError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("cannot read its manifest: {e}"),
+            }
         })?;
         Self::from_bytes(&weights, &text, path)
     }

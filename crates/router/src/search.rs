@@ -32,6 +32,9 @@ pub struct RunOutcome {
     pub plan: Option<Plan>,
     /// Confidence of each plan position's call (synthesis last), when reported.
     pub confidences: Vec<Option<f64>>,
+    /// The answer the grader read, and the confidence of the call it came from.
+    pub answer: Option<String>,
+    pub answer_confidence: Option<f64>,
 }
 
 #[async_trait]
@@ -63,6 +66,8 @@ impl RouteRunner for ExecRunner<'_> {
             }
         }
         RunOutcome {
+            answer: r.error.is_none().then(|| r.prediction.clone()),
+            answer_confidence: r.steps.last().and_then(|s| s.confidence),
             correct: r.correct && r.error.is_none(),
             usage: r.usage,
             cost_usd: r.cost_usd,
@@ -75,7 +80,9 @@ impl RouteRunner for ExecRunner<'_> {
 
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
-    /// Most decomposed executions per question (the all-largest run included).
+    /// Most decomposed executions per question (the all-largest run included); 0 labels
+    /// the direct answers only (one call per pool model: the cheap labels to collect by
+    /// the thousand).
     pub budget: usize,
     /// A step the largest model answered with at least this confidence starts on the
     /// smallest model.
@@ -125,6 +132,8 @@ impl Search<'_> {
             correct: out.correct,
             usage: out.usage.clone(),
             error: out.error.clone(),
+            answer: out.answer.clone(),
+            confidence: out.answer_confidence,
         });
         out
     }
@@ -167,10 +176,13 @@ pub async fn label_question(
         ids: pool_ids,
         tried: Vec::new(),
         executions: 0,
-        budget: options.budget.max(1),
+        budget: options.budget,
     };
     for m in 0..n {
         s.try_route(PinnedRoute::Direct(m)).await;
+    }
+    if options.budget == 0 {
+        return finish(s, item, Vec::new(), None);
     }
     // The all-largest run fixes the plan (greedy decoding and the call cache keep it
     // identical in every later run) and gives each step's confidence.
@@ -324,6 +336,10 @@ mod tests {
     }
 
     async fn label(search_after_failure: bool) -> (QuestionLabel, usize) {
+        label_with(search_after_failure, 6).await
+    }
+
+    async fn label_with(search_after_failure: bool, budget: usize) -> (QuestionLabel, usize) {
         let runner = AlwaysWrongPlan {
             runs: Mutex::new(Vec::new()),
         };
@@ -337,7 +353,7 @@ mod tests {
         };
         let ids: Vec<String> = ["s", "m", "l"].map(String::from).to_vec();
         let options = SearchOptions {
-            budget: 6,
+            budget,
             confident: 0.9,
             search_after_failure,
         };
@@ -357,6 +373,15 @@ mod tests {
             "two steps and the synthesis, labelled as failed"
         );
         assert!(q.steps.iter().all(|s| !s.success && s.label.is_none()));
+        assert_eq!(q.direct_correct("l"), Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_zero_budget_labels_the_direct_answers_only() {
+        let (q, runs) = label_with(true, 0).await;
+        assert_eq!((runs, q.executions), (3, 0));
+        assert_eq!(q.tried.len(), 3);
+        assert!(q.steps.is_empty());
         assert_eq!(q.direct_correct("l"), Some(true));
     }
 

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use r2_allocator::{Policy, PolicyError};
+use r2_allocator::Policy;
 use r2_decomposer::TaskFamily;
 use r2_executor::{Answer, ExecOptions, Executor, StepTrace};
 use r2_pool::{GenRequest, Role, Sampling};
@@ -40,37 +40,34 @@ struct Outcome {
     finish: &'static str,
 }
 
+/// Over HTTP a model name is `r2reasoner`, `r2reasoner/<name>` for a policy the config
+/// exposes or a baseline that needs no file, or a pool model id. No part of it is ever
+/// used as a path.
 fn resolve(state: &AppState, model: &str) -> Result<Target, ApiError> {
-    let policy_name = if model == "r2reasoner" {
-        Some(state.default_policy.clone())
-    } else {
-        model.strip_prefix("r2reasoner/").map(str::to_string)
-    };
-    match policy_name {
-        Some(name) => state
-            .policy(&name)
-            .map(Target::Routed)
-            .map_err(|e| match e {
-                PolicyError::UnknownPolicy(_) | PolicyError::UnknownModel(_) => {
-                    ApiError::not_found("model_not_found", format!("model '{model}': {e}"))
-                }
-                other => ApiError::bad_request("invalid_policy", other.to_string()),
-            }),
-        None => state
-            .pool
-            .config
-            .index_of(model)
-            .map(Target::PassThrough)
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "model_not_found",
-                    format!(
-                        "the model '{model}' does not exist (use r2reasoner, r2reasoner/<policy> or one of: {})",
-                        state.pool.config.ids().join(", ")
-                    ),
-                )
-            }),
+    if model == "r2reasoner" {
+        return Ok(Target::Routed(state.default_policy.clone()));
     }
+    let found = match model.strip_prefix("r2reasoner/") {
+        Some(name) => state.client_policy(name).map(Target::Routed),
+        None => state.pool.config.index_of(model).map(Target::PassThrough),
+    };
+    found.ok_or_else(|| {
+        let ids = state.pool.config.ids();
+        let exposed: Vec<String> = state
+            .exposed
+            .keys()
+            .map(|n| format!("r2reasoner/{n}"))
+            .collect();
+        ApiError::not_found(
+            "model_not_found",
+            format!(
+                "the model '{model}' does not exist; use r2reasoner, {}r2reasoner/fixed:<model>, \
+                 r2reasoner/direct:<model>, r2reasoner/random, or a pool model ({})",
+                exposed.iter().map(|e| format!("{e}, ")).collect::<String>(),
+                ids.join(", ")
+            ),
+        )
+    })
 }
 
 fn sampling(chat: &Chat) -> Sampling {
@@ -160,17 +157,22 @@ async fn run(
     }
 }
 
+/// A request (and trace) id: 128 random bits, so ids stay unique across restarts and
+/// instances and cannot be guessed from one another.
 fn next_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "chatcmpl-{nanos:x}{:04x}",
-        N.fetch_add(1, Ordering::Relaxed) & 0xffff
-    )
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to time and a process-wide counter.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (nanos ^ (N.fetch_add(1, Ordering::Relaxed) as u128) << 96).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("chatcmpl-{hex}")
 }
 
 fn unix_now() -> u64 {
@@ -191,6 +193,15 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let json = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::unsupported_media_type());
+    }
     let limit = state.max_body_bytes;
     let body = axum::body::to_bytes(request.into_body(), limit)
         .await
@@ -283,34 +294,61 @@ async fn stream(
                 return;
             }
             let (ptx, mut prx) = mpsc::unbounded_channel();
-            let work = run(&state, &chat, &target, Some(ptx));
-            tokio::pin!(work);
+            // Boxed so that dropping it (below) cancels the model calls at once.
+            let mut work = Box::pin(run(&state, &chat, &target, Some(ptx)));
             let deadline = tokio::time::sleep(state.request_timeout);
             tokio::pin!(deadline);
+            // The steps finished so far: stored as a partial trace if the run does not end.
+            let mut done: Vec<StepTrace> = Vec::new();
             let result = loop {
                 tokio::select! {
                     biased;
-                    // The client went away: returning drops `work`, which cancels the model calls.
-                    _ = tx.closed() => {
-                        tracing::info!("client disconnected; work cancelled");
-                        state.metrics.error("client_disconnected");
-                        return;
-                    }
+                    // The client went away: leaving the loop drops `work`, which cancels the
+                    // model calls.
+                    _ = tx.closed() => break None,
                     Some(step) = prx.recv() => {
                         let _ = tx.send(event(&wire::progress_chunk(&id, created, &model, &step))).await;
+                        done.push(step);
                     }
-                    r = &mut work => break r,
-                    _ = &mut deadline => break Err(ApiError::timeout(state.request_timeout.as_secs_f64())),
+                    r = &mut work => break Some(r),
+                    _ = &mut deadline => break Some(Err(ApiError::timeout(state.request_timeout.as_secs_f64()))),
                 }
             };
+            drop(work);
             // Progress sent in the same poll as the result.
             while let Ok(step) = prx.try_recv() {
                 let _ = tx.send(event(&wire::progress_chunk(&id, created, &model, &step))).await;
+                done.push(step);
             }
+            let unfinished = |status: &str, reason: String| {
+                let answer = Answer {
+                    answer: String::new(),
+                    total_cost_usd: done.iter().map(|s| s.cost_usd).sum(),
+                    steps: done.clone(),
+                    warnings: vec![reason],
+                };
+                let mut ext = wire::extension(&id, &policy_name(&target), &answer);
+                ext["status"] = json!(status);
+                ext
+            };
             let outcome = match result {
-                Ok(o) => o,
-                Err(e) => {
+                Some(Ok(o)) => o,
+                None => {
+                    tracing::info!("client disconnected; work cancelled");
+                    state.metrics.error("client_disconnected");
+                    let ext = unfinished("cancelled", "the client disconnected; the run was cancelled".into());
+                    if let Err(e) = state.traces.put(&id, &model, &ext).await {
+                        tracing::warn!(error = %e, "trace not stored");
+                    }
+                    return;
+                }
+                Some(Err(e)) => {
                     state.metrics.error(e.code);
+                    let mut ext = unfinished("error", e.message.clone());
+                    ext["error"] = e.body()["error"].clone();
+                    if let Err(e) = state.traces.put(&id, &model, &ext).await {
+                        tracing::warn!(error = %e, "trace not stored");
+                    }
                     let _ = tx.send(event(&e.body())).await;
                     let _ = tx.send(Event::default().data("[DONE]")).await;
                     return;

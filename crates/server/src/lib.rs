@@ -35,22 +35,33 @@ pub use traces::{TraceError, TraceStore};
 /// The listen address when neither `--listen` nor `[server] listen` gives one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// Turns a policy name into a policy (the CLI passes one that knows learned routers).
+/// Turns a policy name into a policy. The CLI passes one that also loads learned routers
+/// and label files; it runs only at startup, on names from the operator's config.
 pub type PolicyParser = Arc<
     dyn Fn(&str, &Pool) -> Result<Box<dyn r2_allocator::Policy>, r2_allocator::PolicyError>
         + Send
         + Sync,
 >;
 
+/// A policy of the config that could not be loaded at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("policy {name} (\"{spec}\"): {source}")]
+pub struct PolicyLoadError {
+    /// `policy` for the default, else `server.policies.<name>`.
+    pub name: String,
+    pub spec: String,
+    #[source]
+    pub source: r2_allocator::PolicyError,
+}
+
 pub struct AppState {
     pub pool: Arc<Pool>,
-    /// Parses `r2reasoner/<policy>` names; each name is parsed once and then reused.
-    pub parser: PolicyParser,
-    pub(crate) policies:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<dyn r2_allocator::Policy>>>,
-    pub keys: Keys,
     /// The policy `model = "r2reasoner"` routes with.
-    pub default_policy: String,
+    pub default_policy: Arc<dyn r2_allocator::Policy>,
+    /// `[server] policies`, loaded at startup: what `r2reasoner/<name>` may name besides
+    /// the baselines that need no file.
+    pub exposed: std::collections::BTreeMap<String, Arc<dyn r2_allocator::Policy>>,
+    pub keys: Keys,
     pub exec: ExecOptions,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
@@ -60,52 +71,62 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: Arc<Pool>, keys: Keys, server: &ServerConfig, traces: TraceStore) -> Self {
-        let default_policy = pool.config.policy_or_default();
+    /// Loads the default policy and every policy `[server] policies` exposes with `parser`
+    /// (which may read files); requests never reach `parser`.
+    pub fn new(
+        pool: Arc<Pool>,
+        keys: Keys,
+        server: &ServerConfig,
+        traces: TraceStore,
+        parser: &PolicyParser,
+    ) -> Result<Self, PolicyLoadError> {
+        let load = |name: String, spec: &str| {
+            parser(spec, &pool)
+                .map(Arc::from)
+                .map_err(|source| PolicyLoadError {
+                    name,
+                    spec: spec.to_string(),
+                    source,
+                })
+        };
+        let default_policy = load("policy".into(), &pool.config.policy_or_default())?;
+        let mut exposed = std::collections::BTreeMap::new();
+        for (name, spec) in &server.policies {
+            exposed.insert(name.clone(), load(format!("server.policies.{name}"), spec)?);
+        }
         let request_timeout = Duration::from_secs_f64(server.request_timeout_s);
-        Self {
+        Ok(Self {
             exec: ExecOptions {
                 step_timeout: Some(request_timeout),
                 ..ExecOptions::default()
             },
             pool,
-            parser: Arc::new(|name: &str, pool: &Pool| r2_allocator::parse_policy(name, pool)),
-            policies: Default::default(),
-            keys,
             default_policy,
+            exposed,
+            keys,
             max_body_bytes: server.max_body_bytes,
             request_timeout,
             metrics: Metrics::default(),
             traces,
             slots: Arc::new(Semaphore::new(server.max_concurrency)),
-        }
-    }
-}
-
-impl AppState {
-    /// Use `parser` for policy names (e.g. one that also loads learned routers).
-    pub fn with_parser(mut self, parser: PolicyParser) -> Self {
-        self.parser = parser;
-        self
+        })
     }
 
-    /// The policy named `name`, parsed on first use.
-    pub fn policy(
-        &self,
-        name: &str,
-    ) -> Result<Arc<dyn r2_allocator::Policy>, r2_allocator::PolicyError> {
-        if let Some(p) = self.policies.lock().ok().and_then(|m| m.get(name).cloned()) {
-            return Ok(p);
+    /// The parser that knows only the policies that need no file (`fixed`, `direct`,
+    /// `random`, `llm-rated`, with any check suffix).
+    pub fn baseline_parser() -> PolicyParser {
+        Arc::new(|name: &str, pool: &Pool| r2_allocator::parse_policy(name, pool))
+    }
+
+    /// The policy a client names as `r2reasoner/<name>`: one the config exposes, else a
+    /// baseline that needs no file. Nothing here reads a file.
+    pub fn client_policy(&self, name: &str) -> Option<Arc<dyn r2_allocator::Policy>> {
+        if let Some(p) = self.exposed.get(name) {
+            return Some(p.clone());
         }
-        let p: Arc<dyn r2_allocator::Policy> = Arc::from((self.parser)(name, &self.pool)?);
-        if let Ok(mut m) = self.policies.lock() {
-            // Client-chosen names: keep the cache bounded.
-            if m.len() >= 256 {
-                m.clear();
-            }
-            m.insert(name.to_string(), p.clone());
-        }
-        Ok(p)
+        r2_allocator::parse_policy(name, &self.pool)
+            .ok()
+            .map(Arc::from)
     }
 }
 
@@ -123,6 +144,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route_layer(middleware::from_fn_with_state(state.clone(), record))
         .merge(protected)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
@@ -176,22 +198,47 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Unknown routes: 401 without a valid key (only /health is open), else 404.
-async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> ApiError {
+fn authorised(state: &AppState, request: &Request) -> bool {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if state.keys.is_enabled() && state.keys.check(header).is_none() {
+    !state.keys.is_enabled() || state.keys.check(header).is_some()
+}
+
+/// Unknown routes: 401 without a valid key (only /health is open), else 404.
+async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> ApiError {
+    if !authorised(&state, &request) {
         return ApiError::unauthorized();
     }
     ApiError::not_found("not_found", "no such route")
+}
+
+/// A known route with another method (e.g. `GET /v1/chat/completions`): 401 without a
+/// valid key on a protected route, else 405, both OpenAI-shaped.
+async fn method_not_allowed(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    if path != "/health" && !authorised(&state, &request) {
+        return ApiError::unauthorized().into_response();
+    }
+    let allow = if path == "/v1/chat/completions" {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut resp = ApiError::method_not_allowed(request.method().as_str(), &path).into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, axum::http::HeaderValue::from_static(allow));
+    resp
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let model =
         |id: String| json!({"id": id, "object": "model", "created": 0, "owned_by": "r2reasoner"});
     let mut data = vec![model("r2reasoner".into())];
+    for name in state.exposed.keys() {
+        data.push(model(format!("r2reasoner/{name}")));
+    }
     for id in state.pool.config.ids() {
         data.push(model(format!("r2reasoner/fixed:{id}")));
     }
@@ -204,8 +251,11 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
 
 async fn trace(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(id) = id.map_err(|e| {
+        ApiError::bad_request("invalid_trace_id", format!("invalid trace id: {}", e.body_text()))
+    })?;
     match state.traces.get(&id).await {
         Ok(Some(v)) => Ok(Json(v)),
         Ok(None) => Err(ApiError::not_found(

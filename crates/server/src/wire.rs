@@ -21,6 +21,7 @@ pub struct ChatRequest {
     pub stop: Option<Stop>,
     pub logprobs: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    pub n: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +150,21 @@ pub fn parse(body: &[u8]) -> Result<Chat, ApiError> {
                 "invalid_temperature",
                 "`temperature` must be between 0 and 2",
             ));
+        }
+    }
+    match req.n {
+        None | Some(1) => {}
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "invalid_n",
+                "`n` must be at least 1",
+            ))
+        }
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "invalid_n",
+                format!("`n` = {n} is not supported: this server returns one choice per request; send {n} requests (with different seeds) instead"),
+            ))
         }
     }
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);

@@ -141,6 +141,14 @@ async fn bad_input_gets_openai_shaped_errors() {
         (json!({"model": "a", "messages": [{"role": "wizard", "content": "hi"}]}).to_string(), 400, "invalid_role"),
         (json!({"model": "a", "messages": [{"role": "system", "content": "hi"}]}).to_string(), 400, "missing_messages"),
         (json!({"model": "a", "temperature": 9, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_temperature"),
+        (json!({"model": "a", "n": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_n"),
+        (json!({"model": "a", "n": 0, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_n"),
+        (json!({"model": "a", "max_tokens": -1, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_request"),
+        (json!({"model": "a", "max_tokens": 1e12, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_request"),
+        (json!({"model": "a", "seed": -3, "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_request"),
+        (json!({"model": "a", "temperature": "hot", "messages": [{"role": "user", "content": "hi"}]}).to_string(), 400, "invalid_request"),
+        (chat("r2reasoner/learned:/etc/passwd", "hi"), 404, "model_not_found"),
+        (chat("r2reasoner/oracle:/dev/zero", "hi"), 404, "model_not_found"),
         (chat("gpt-9", "hi"), 404, "model_not_found"),
         (chat("r2reasoner/teleport", "hi"), 404, "model_not_found"),
         (chat("r2reasoner/fixed:gpt-9", "hi"), 404, "model_not_found"),
@@ -278,4 +286,116 @@ async fn streaming_sends_progress_then_answer_then_done() {
         body.contains("\"code\":\"upstream_error\"") && body.trim_end().ends_with("data: [DONE]"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn every_error_is_openai_shaped_methods_media_types_and_paths() {
+    let g = gateway("");
+    let req = |method: &str, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (method, path) in [
+        ("GET", "/v1/chat/completions"),
+        ("OPTIONS", "/v1/chat/completions"),
+        ("DELETE", "/v1/models"),
+        ("POST", "/health"),
+    ] {
+        let (status, headers, body) = send(&g, req(method, path)).await;
+        assert_eq!(
+            error_code(status, &body),
+            (405, "method_not_allowed".into()),
+            "{method} {path}"
+        );
+        assert!(headers.contains_key("allow"), "{method} {path}");
+    }
+    // Without a key, a protected route's wrong method is still 401 first.
+    let anon = Request::get("/v1/chat/completions").body(Body::empty()).unwrap();
+    assert_eq!(send(&g, anon).await.0, 401);
+    // Not UTF-8 in the trace id.
+    let (status, headers, body) = send(&g, get("/v1/traces/%FF%FE")).await;
+    assert_eq!(error_code(status, &body), (400, "invalid_trace_id".into()));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    // The body must be declared JSON: a form post or no content type runs nothing.
+    for ct in [Some("application/x-www-form-urlencoded"), Some("text/plain"), None] {
+        let mut b = Request::post("/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY}"));
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        let (status, _, body) = send(&g, b.body(Body::from(chat("a", "hi"))).unwrap()).await;
+        assert_eq!(
+            error_code(status, &body),
+            (415, "unsupported_media_type".into()),
+            "{ct:?}"
+        );
+    }
+    assert!(g.seen.lock().unwrap().is_empty(), "no model was called");
+    let with_charset = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(Body::from(chat("a", "hi")))
+        .unwrap();
+    assert_eq!(send(&g, with_charset).await.0, 200);
+}
+
+#[tokio::test]
+async fn trace_ids_are_random_and_unique() {
+    let g = gateway("");
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (status, headers, _) = send(&g, post(chat("a", "hi"))).await;
+        assert_eq!(status, 200);
+        let id = headers["x-r2reasoner-trace-id"].to_str().unwrap().to_string();
+        let hex = id.strip_prefix("chatcmpl-").unwrap();
+        assert!(hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(ids.insert(id));
+    }
+    // Two ids differ in many bits, not in a counter's last digits.
+    let v: Vec<u128> = ids
+        .iter()
+        .map(|i| u128::from_str_radix(&i[9..], 16).unwrap())
+        .collect();
+    assert!(v.windows(2).all(|w| (w[0] ^ w[1]).count_ones() > 20), "{ids:?}");
+}
+
+#[tokio::test]
+async fn clients_name_exposed_policies_and_baselines_and_the_parser_never_sees_them() {
+    use std::sync::{Arc, Mutex};
+    let cfg = config("[server]\npolicies = { two = \"direct:a+agree:2\", broken-path = \"fixed:a\" }\n");
+    let parsed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let p = parsed.clone();
+    // Stands in for the CLI's file-reading parser: it records every name it is given.
+    let parser: r2_server::PolicyParser = Arc::new(move |name: &str, pool: &r2_pool::Pool| {
+        p.lock().unwrap().push(name.to_string());
+        r2_allocator::parse_policy(name, pool)
+    });
+    let g = gateway_parsed(cfg, &parser);
+    let mut at_startup = parsed.lock().unwrap().clone();
+    at_startup.sort();
+    assert_eq!(at_startup, ["direct:a+agree:2", "fixed:a", "fixed:a"]);
+    let (status, _, body) = send(&g, post(chat("r2reasoner/two", "What is 6 * 7?"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["r2reasoner"]["policy"], "direct:a+agree:2");
+    let (status, _, body) = send(&g, post(chat("r2reasoner/fixed:a", "What is 6 * 7?"))).await;
+    assert_eq!(status, 200, "{body}");
+    for model in ["r2reasoner/learned:/tmp/x", "r2reasoner/oracle:x.jsonl", "r2reasoner/two+agree"] {
+        let (status, _, body) = send(&g, post(chat(model, "hi"))).await;
+        assert_eq!(error_code(status, &body), (404, "model_not_found".into()), "{model}");
+        assert!(body.contains("r2reasoner/two"), "the error lists what exists: {body}");
+    }
+    assert_eq!(parsed.lock().unwrap().len(), 3, "requests never reach the parser");
+    let (_, _, models) = send(&g, get("/v1/models")).await;
+    assert!(models.contains("\"r2reasoner/two\"") && models.contains("\"r2reasoner/broken-path\""));
+    // A policy that does not load stops the state from being built, naming it.
+    let cfg = config("[server]\npolicies = { nope = \"teleport\" }\n");
+    let err = try_gateway_parsed(cfg, &parser).err().unwrap().to_string();
+    assert!(err.contains("server.policies.nope"), "{err}");
 }

@@ -143,6 +143,10 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_work() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let trace_id = resp.headers()["x-r2reasoner-trace-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
     let start_wait = Instant::now();
@@ -172,6 +176,23 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_work() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The abandoned run left its trace, marked as cancelled.
+    let mut trace = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = client()
+            .get(format!("{url}/v1/traces/{trace_id}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            trace = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(trace["status"], "cancelled", "{trace}");
+    assert_eq!(trace["trace_id"], trace_id.as_str());
     // The slot is free again.
     let mut status = 0;
     for _ in 0..50 {

@@ -176,10 +176,7 @@ pub(super) fn detect(path: &Path) -> Result<Format, DatasetError> {
 }
 
 fn read_text(path: &Path) -> Result<String, DatasetError> {
-    std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(r2_files::read_to_string(path, r2_files::limits::DATA)?)
 }
 
 /// A JSON object's entries in file order.
@@ -219,10 +216,10 @@ pub(super) fn read(path: &Path, format: Format, prefix: &str) -> Result<LoadRepo
         message,
     };
     let mut items = Vec::new();
-    let mut malformed = Vec::new();
+    let mut malformed = r2_files::Malformed::new(r2_files::MALFORMED_KEPT);
     let mut push = |line: usize, r: Result<super::Item, String>| match r {
         Ok(it) => items.push(it),
-        Err(e) => malformed.push((line, e)),
+        Err(e) => malformed.push(line, e),
     };
     let trimmed = text.trim_start();
     if format == Format::Champ {

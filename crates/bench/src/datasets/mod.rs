@@ -60,7 +60,7 @@ pub enum Gold {
 pub struct LoadReport {
     pub items: Vec<Item>,
     /// (line number, reason) of each skipped record.
-    pub malformed: Vec<(usize, String)>,
+    pub malformed: r2_files::Malformed,
     pub path: PathBuf,
     pub format: Format,
 }
@@ -82,11 +82,8 @@ pub enum DatasetError {
         tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     NoDataRoot { tried: Vec<PathBuf> },
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] r2_files::FileError),
     #[error("cannot parse {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("unknown format {format:?}; known formats: {}", Format::names().join(", "))]
@@ -274,10 +271,7 @@ pub fn load_from(root: &Path, name: &str, split: Option<&str>) -> Result<LoadRep
         }
         "p3" if sp != "all" => {
             let split_path = root.join("p3/split.json");
-            let text = std::fs::read_to_string(&split_path).map_err(|source| DatasetError::Io {
-                path: split_path.clone(),
-                source,
-            })?;
+            let text = r2_files::read_to_string(&split_path, r2_files::limits::CONFIG)?;
             let parse_err = |message: String| DatasetError::Parse {
                 path: split_path.clone(),
                 message,

@@ -54,13 +54,51 @@ pub fn gateway_with(server: &str, keys: Keys, slow: Arc<dyn Backend>) -> Gateway
         ("slow".to_string(), slow),
     ]);
     let pool = Pool::new(cfg.clone(), backends).unwrap();
-    let state = Arc::new(AppState::new(
+    let state = Arc::new(
+        AppState::new(
+            Arc::new(pool),
+            keys,
+            &cfg.server,
+            TraceStore::open(None).unwrap(),
+            &AppState::baseline_parser(),
+        )
+        .unwrap(),
+    );
+    Gateway { state, seen }
+}
+
+/// The scripted gateway on `cfg` (key [`KEY`]), its policies loaded by `parser`.
+pub fn try_gateway_parsed(
+    cfg: PoolConfig,
+    parser: &r2_server::PolicyParser,
+) -> Result<Gateway, r2_server::PolicyLoadError> {
+    let seen: Arc<Mutex<Vec<GenRequest>>> = Arc::default();
+    let s = seen.clone();
+    let a: Arc<dyn Backend> = ScriptedBackend::new(move |r| {
+        s.lock().unwrap().push(r.clone());
+        Ok("Six times seven.\nANSWER: 42".into())
+    });
+    let backends: HashMap<String, Arc<dyn Backend>> = cfg
+        .ids()
+        .into_iter()
+        .map(|id| (id.to_string(), a.clone()))
+        .collect();
+    let pool = Pool::new(cfg.clone(), backends).unwrap();
+    let state = AppState::new(
         Arc::new(pool),
-        keys,
+        Keys::from_plain(&[("test", KEY)]),
         &cfg.server,
         TraceStore::open(None).unwrap(),
-    ));
-    Gateway { state, seen }
+        parser,
+    )?;
+    Ok(Gateway {
+        state: Arc::new(state),
+        seen,
+    })
+}
+
+pub fn gateway_parsed(cfg: PoolConfig, parser: &r2_server::PolicyParser) -> Gateway {
+    try_gateway_parsed(cfg, parser).unwrap()
 }
 
 pub fn gateway(server: &str) -> Gateway {
