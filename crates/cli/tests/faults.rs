@@ -621,13 +621,9 @@ fn upstream_client_errors_are_not_retried() {
     assert!(!log.contains("retrying upstream call"), "{log}");
 }
 
-/// A failed request should leave a trace too: what was tried, on which model, and why it
-/// failed. A failed stream stores its partial trace (checked in `check_fault`), but a
-/// failed non-streamed request stores none and names none: in crates/server/src/chat.rs
-/// (`completions`), the `??` after the request timeout returns the error before
-/// `traces.put` and `set_headers`.
+/// A failed request leaves a trace too, streamed or not: what was tried, on which model,
+/// and why it failed, under the id its `x-r2reasoner-trace-id` header names.
 #[test]
-#[ignore = "defect in crates/server: a failed non-streamed request stores no trace and names none"]
 fn a_failed_request_leaves_a_trace() {
     let g = Gateway::start(DEADLINE_S);
     g.set(vec![Fault::Status(500, None)], vec![Fault::Ok]);

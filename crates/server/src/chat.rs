@@ -224,9 +224,28 @@ pub async fn completions(
     async move {
         let _permit = permit;
         let timeout = state.request_timeout;
-        let outcome = tokio::time::timeout(timeout, run(&state, &chat, &target, None))
+        // The steps that finished, for the partial trace of a failed request.
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let result = tokio::time::timeout(timeout, run(&state, &chat, &target, Some(ptx)))
             .await
-            .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))??;
+            .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))
+            .and_then(|r| r);
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                let mut done = Vec::new();
+                while let Ok(step) = prx.try_recv() {
+                    done.push(step);
+                }
+                let ext = unfinished(&id, &target, done, &e);
+                if let Err(x) = state.traces.put(&id, &chat.model, &ext).await {
+                    tracing::warn!(error = %x, "trace not stored");
+                }
+                let mut resp = e.into_response();
+                set_headers(resp.headers_mut(), &id, None);
+                return Ok(resp);
+            }
+        };
         let policy = policy_name(&target);
         let ext = wire::extension(&id, &policy, &outcome.answer);
         state.metrics.steps(&outcome.answer.steps);
@@ -254,6 +273,25 @@ pub async fn completions(
     }
     .instrument(span)
     .await
+}
+
+/// The trace of a run that did not finish: the steps done so far and why it stopped.
+fn unfinished_trace(id: &str, target: &Target, done: Vec<StepTrace>, reason: String) -> Value {
+    let answer = Answer {
+        answer: String::new(),
+        total_cost_usd: done.iter().map(|s| s.cost_usd).sum(),
+        steps: done,
+        warnings: vec![reason],
+    };
+    wire::extension(id, &policy_name(target), &answer)
+}
+
+/// The trace of a run that failed with `e`: `"status": "error"` and the error the client got.
+fn unfinished(id: &str, target: &Target, done: Vec<StepTrace>, e: &ApiError) -> Value {
+    let mut ext = unfinished_trace(id, target, done, e.message.clone());
+    ext["status"] = json!("error");
+    ext["error"] = e.body()["error"].clone();
+    ext
 }
 
 fn set_headers(h: &mut HeaderMap, id: &str, answer: Option<&Answer>) {
@@ -320,23 +358,13 @@ async fn stream(
                 let _ = tx.send(event(&wire::progress_chunk(&id, created, &model, &step))).await;
                 done.push(step);
             }
-            let unfinished = |status: &str, reason: String| {
-                let answer = Answer {
-                    answer: String::new(),
-                    total_cost_usd: done.iter().map(|s| s.cost_usd).sum(),
-                    steps: done.clone(),
-                    warnings: vec![reason],
-                };
-                let mut ext = wire::extension(&id, &policy_name(&target), &answer);
-                ext["status"] = json!(status);
-                ext
-            };
             let outcome = match result {
                 Some(Ok(o)) => o,
                 None => {
                     tracing::info!("client disconnected; work cancelled");
                     state.metrics.error("client_disconnected");
-                    let ext = unfinished("cancelled", "the client disconnected; the run was cancelled".into());
+                    let mut ext = unfinished_trace(&id, &target, done, "the client disconnected; the run was cancelled".into());
+                    ext["status"] = json!("cancelled");
                     if let Err(e) = state.traces.put(&id, &model, &ext).await {
                         tracing::warn!(error = %e, "trace not stored");
                     }
@@ -344,8 +372,7 @@ async fn stream(
                 }
                 Some(Err(e)) => {
                     state.metrics.error(e.code);
-                    let mut ext = unfinished("error", e.message.clone());
-                    ext["error"] = e.body()["error"].clone();
+                    let ext = unfinished(&id, &target, done, &e);
                     if let Err(e) = state.traces.put(&id, &model, &ext).await {
                         tracing::warn!(error = %e, "trace not stored");
                     }

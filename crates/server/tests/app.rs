@@ -399,3 +399,19 @@ async fn clients_name_exposed_policies_and_baselines_and_the_parser_never_sees_t
     let err = try_gateway_parsed(cfg, &parser).err().unwrap().to_string();
     assert!(err.contains("server.policies.nope"), "{err}");
 }
+
+#[tokio::test]
+async fn a_failed_request_names_and_stores_its_partial_trace() {
+    let g = gateway("[server]\nrequest_timeout_s = 0.3\n");
+    for (model, code) in [("bad", "upstream_error"), ("r2reasoner/direct:bad", "upstream_error"), ("slow", "upstream_timeout")] {
+        let (status, headers, body) = send(&g, post(chat(model, "hi"))).await;
+        assert_eq!(error_code(status, &body).1, code, "{model}: {body}");
+        let id = headers["x-r2reasoner-trace-id"].to_str().unwrap();
+        let (status, _, stored) = send(&g, get(&format!("/v1/traces/{id}"))).await;
+        assert_eq!(status, 200, "{model}");
+        let t = json(&stored);
+        assert_eq!(t["status"], "error", "{t}");
+        assert_eq!(t["error"]["code"], code, "{t}");
+        assert_eq!(t["trace_id"], id);
+    }
+}
