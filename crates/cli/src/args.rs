@@ -249,19 +249,6 @@ pub enum TrainAction {
     Sft(SftArgs),
     /// Refine an allocator with GRPO on executed rollouts.
     Grpo(GrpoArgs),
-    /// Average the weights of routers refined from one starting point (GRPO runs from one
-    /// SFT router with different seeds): one router whose update is the runs' mean.
-    Average(AverageArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct AverageArgs {
-    /// The routers to average (two or more safetensors files, each with its manifest).
-    #[arg(required = true, num_args = 2..)]
-    pub routers: Vec<PathBuf>,
-    /// Where to write the averaged weights (a manifest is written next to them).
-    #[arg(long)]
-    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -275,10 +262,6 @@ pub struct LabelArgs {
     /// per pool model, the cheap labels to collect at scale).
     #[arg(long, default_value_t = 8)]
     pub budget: usize,
-    /// Keep searching cheaper allocations when every step on the largest model answered
-    /// wrong (by default such a question gets no decomposed label after that one run).
-    #[arg(long)]
-    pub search_after_failure: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -331,28 +314,13 @@ pub struct GrpoArgs {
     /// Questions per iteration.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Dynamic sampling: draw up to N questions per iteration, setting aside those whose
-    /// rollouts all score alike (they carry no advantage) until --batch of them differ.
-    /// Default: off (every drawn question is learned from).
-    #[arg(long, value_name = "N")]
-    pub draws: Option<usize>,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 0.05)]
     pub kl: f64,
-    /// Entropy bonus: rewards keeping the route and step choices uncertain, so the policy
-    /// keeps sampling alternatives (and its groups keep differing) instead of collapsing
-    /// onto one route after a few updates. 0 = off.
-    #[arg(long, default_value_t = 0.0)]
-    pub entropy: f64,
     /// Stop after N iterations without a better dev reward.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub patience: usize,
-    /// Which checkpoint --out keeps when an iteration's dev reward ties the best so far:
-    /// `earliest` (the first to reach it) or `latest` (the most trained). Small dev sets tie
-    /// often. Patience counts from the last strict improvement either way.
-    #[arg(long, default_value = "earliest", value_name = "earliest|latest")]
-    pub tie_break: r2_router::grpo::TieBreak,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Check final answers in rollouts and dev evaluation the way a policy suffix does

@@ -16,7 +16,7 @@ use r2_router::search::{label_question, ExecRunner, SearchOptions};
 use r2_router::sft::{report, save_with_metrics, train_sft, SftOptions};
 use r2_router::{RouterEnv, RouterError};
 
-use crate::args::{AverageArgs, CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
+use crate::args::{CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
 use crate::input_error;
 use crate::setup::{select_items, Session};
 
@@ -25,28 +25,7 @@ pub async fn run(config_path: Option<&Path>, action: TrainAction) -> Result<()> 
         TrainAction::Label(a) => label(config_path, a).await,
         TrainAction::Sft(a) => sft(config_path, a),
         TrainAction::Grpo(a) => grpo(config_path, a).await,
-        TrainAction::Average(a) => average(a),
     }
-}
-
-fn average(args: AverageArgs) -> Result<()> {
-    let mut nets = Vec::new();
-    for path in &args.routers {
-        nets.push((
-            path.display().to_string(),
-            RouterNet::load(path).map_err(router_error)?,
-        ));
-    }
-    let avg = RouterNet::average(&nets).map_err(router_error)?;
-    avg.save(&args.out).map_err(router_error)?;
-    println!(
-        "averaged {} routers ({}); wrote {} and {}",
-        nets.len(),
-        avg.manifest.stage,
-        args.out.display(),
-        RouterNet::manifest_path(&args.out).display()
-    );
-    Ok(())
 }
 
 fn bar(len: usize, prefix: &str) -> ProgressBar {
@@ -118,7 +97,6 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
     };
     let options = SearchOptions {
         budget: args.budget,
-        search_after_failure: args.search_after_failure,
         ..Default::default()
     };
     let bar = bar(selection.items.len(), "label");
@@ -263,12 +241,6 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             }
         }
     };
-    if !(args.entropy.is_finite() && args.entropy >= 0.0) {
-        return Err(input_error(format!(
-            "--entropy must be a finite number at or above 0, got {}",
-            args.entropy
-        )));
-    }
     let selection = select_items(&args.data)?;
     let session = Session::open(config_path, &args.run)?;
     let (net, features) = session
@@ -291,16 +263,13 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         lambda: args.lambda,
         iterations: args.iterations,
         batch: args.batch.max(1),
-        draws: args.draws.unwrap_or(0),
         lr: args.lr,
         kl: args.kl,
-        entropy: args.entropy,
         patience: args.patience.max(1),
         seed: args.seed,
         threshold: net.manifest.threshold,
         escalation,
         normaliser: args.normalise,
-        tie_break: args.tie_break,
         ..Default::default()
     };
     let grpo = Grpo::new(&session.pool, &settings, features, options);
@@ -378,14 +347,11 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
             "dev_questions": dev.len(),
             "group": args.group.max(2),
             "batch": args.batch.max(1),
-            "draws": args.draws,
             "lambda": args.lambda,
             "lr": args.lr,
             "kl": args.kl,
-            "entropy": args.entropy,
             "seed": args.seed,
             "normaliser": args.normalise.name(),
-            "tie_break": args.tie_break.name(),
             "iterations_run": report.log.len(),
             "best_iteration": report.best_iteration,
             "initial_dev": report.initial_dev,

@@ -236,19 +236,11 @@ fn bad_labels_and_routers_are_input_errors() {
     ]));
     assert_input_error(&o, &["learned policy"]);
 
-    // Bad GRPO settings fail before the router loads: the check must be a policy suffix,
-    // the entropy bonus a finite number at or above 0, the tie-break one of two rules.
-    let cases: [(&str, &[&str]); 7] = [
+    // A bad --escalate fails before the router loads: the check must be a policy suffix.
+    let cases: [(&str, &[&str]); 3] = [
         ("--escalate=+retry:0", &["+retry:0"]),
         ("--escalate=retry", &["not 'retry'"]),
         ("--escalate=+program+program", &["once"]),
-        ("--entropy=-0.1", &["--entropy must be a finite number"]),
-        ("--entropy=NaN", &["--entropy must be a finite number"]),
-        ("--entropy=inf", &["--entropy must be a finite number"]),
-        (
-            "--tie-break=first",
-            &["unknown tie-break 'first'", "earliest", "latest"],
-        ),
     ];
     for (bad, needles) in cases {
         let o = run(bin().arg("--config").arg(&cfg).args([
@@ -324,78 +316,3 @@ fn route_shows_each_policys_route_without_answering() {
     assert_input_error(&o, &["no items selected"]);
 }
 
-#[test]
-fn train_average_means_routers_of_one_shape_and_names_the_odd_one_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path());
-    let labels = dir.path().join("labels.jsonl");
-    let line = |i: usize, ok: bool| {
-        format!(
-            "{{\"id\":\"q{i}\",\"question\":\"What is {i} + {i}?\",\"family\":\"math\",\"pool\":[\"smollm2-135m\"],\"steps\":[{{\"text\":\"Add {i} and {i}.\",\"position\":0,\"plan_len\":1,\"depends_on\":0,\"synthesis\":false,\"label\":\"smollm2-135m\",\"success\":{ok}}}],\"tried\":[{{\"route\":{{\"kind\":\"direct\",\"model\":\"smollm2-135m\"}},\"correct\":{ok},\"usage\":{{}},\"error\":null}}],\"executions\":1}}\n"
-        )
-    };
-    std::fs::write(
-        &labels,
-        (0..6).map(|i| line(i, i % 2 == 0)).collect::<String>(),
-    )
-    .unwrap();
-    let sft = |encoder: &str, seed: &str, out: &str| {
-        let o = run(bin()
-            .arg("--config")
-            .arg(&cfg)
-            .args(["train", "sft", "--holdout", "0", "--epochs", "5"])
-            .args(["--encoder", encoder, "--seed", seed, "--labels"])
-            .arg(&labels)
-            .arg("--out")
-            .arg(dir.path().join(out)));
-        assert!(o.status.success(), "{}", text(&o.stderr));
-        dir.path().join(out)
-    };
-    let a = sft("hash-16", "1", "a.safetensors");
-    let b = sft("hash-16", "2", "b.safetensors");
-    let wide = sft("hash-32", "3", "wide.safetensors");
-    let avg = dir.path().join("avg.safetensors");
-    let average = |routers: &[&Path]| {
-        run(bin()
-            .args(["train", "average"])
-            .args(routers)
-            .arg("--out")
-            .arg(&avg))
-    };
-
-    let o = average(&[&a, &b]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stdout).contains("averaged 2 routers (sft)"),
-        "{}",
-        text(&o.stdout)
-    );
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("avg.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(manifest["pool"], serde_json::json!(["smollm2-135m"]));
-    assert_eq!(manifest["notes"]["average_of"].as_array().unwrap().len(), 2);
-    // The average is a router like any other: the learned policy loads it.
-    let o = run(bin().arg("--config").arg(&cfg).args([
-        "route",
-        "--dataset",
-        "gsm8k",
-        "--split",
-        "train",
-        "--limit",
-        "2",
-        "--policy",
-        &format!("learned:{}", avg.display()),
-    ]));
-    assert!(o.status.success(), "{}", text(&o.stderr));
-
-    std::fs::remove_file(&avg).unwrap();
-    assert_input_error(
-        &average(&[&a, &wide]),
-        &["wide.safetensors", "a.safetensors"],
-    );
-    assert!(!avg.exists(), "nothing is written on error");
-    let o = average(&[&a]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-}

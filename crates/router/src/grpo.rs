@@ -43,28 +43,15 @@ pub struct GrpoOptions {
     pub iterations: usize,
     /// Questions per iteration.
     pub batch: usize,
-    /// Dynamic sampling: the most questions an iteration may draw. Above `batch`, a group
-    /// whose rewards all tie (no advantage, nothing to learn) is set aside and further
-    /// questions are drawn until the batch holds `batch` groups that differ, or this many
-    /// questions were drawn. At `batch` or below every drawn group is kept.
-    pub draws: usize,
     /// Gradient steps on each iteration's rollouts.
     pub epochs: usize,
     pub lr: f64,
     pub clip: f64,
     pub kl: f64,
-    /// Entropy bonus: the loss subtracts this times the mean entropy of the decisions'
-    /// distributions, which keeps a head from collapsing onto one choice before its groups
-    /// have stopped differing. With it, batches whose groups all tie still update (on the
-    /// bonus alone), and with dynamic sampling the groups set aside stay in the loss at zero
-    /// advantage. 0 = off.
-    pub entropy: f64,
     pub threshold: f64,
     pub seed: u64,
     /// Stop after this many iterations without a better dev reward.
     pub patience: usize,
-    /// Which checkpoint `out` keeps when a dev reward ties the best so far.
-    pub tie_break: TieBreak,
     /// The check final answers get in rollouts and dev evaluation (none: unchecked).
     pub escalation: Option<Escalation>,
     /// What a rollout's cost is measured against.
@@ -110,62 +97,27 @@ impl Default for GrpoOptions {
             lambda: 0.5,
             iterations: 20,
             batch: 8,
-            draws: 0,
             epochs: 4,
             lr: 1e-3,
             clip: 0.2,
             kl: 0.05,
-            entropy: 0.0,
             threshold: 0.5,
             seed: 0,
             patience: 4,
             escalation: None,
             normaliser: Normaliser::Decomposed,
-            tie_break: TieBreak::Earliest,
-        }
-    }
-}
-
-/// Which checkpoint is kept when an iteration's dev reward ties the best so far (within
-/// 1e-9). Small dev sets tie often: every question the policy routes the same way scores
-/// the same.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TieBreak {
-    /// The first iteration that reached the best reward (early stopping's usual rule).
-    #[default]
-    Earliest,
-    /// The last iteration that reached it: the most trained weights dev cannot tell apart.
-    Latest,
-}
-
-impl TieBreak {
-    pub fn name(self) -> &'static str {
-        match self {
-            TieBreak::Earliest => "earliest",
-            TieBreak::Latest => "latest",
-        }
-    }
-}
-
-impl std::str::FromStr for TieBreak {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "earliest" => Ok(TieBreak::Earliest),
-            "latest" => Ok(TieBreak::Latest),
-            other => Err(format!(
-                "unknown tie-break '{other}' (expected 'earliest' or 'latest')"
-            )),
         }
     }
 }
 
 /// Checkpoint selection on dev reward: which iteration's weights `out` holds, and when
-/// patience has run out. Patience counts from the last strict improvement, whichever
-/// checkpoint a tie keeps, so a plateau ends training under either rule.
+/// patience has run out. A dev reward equal to the best (within 1e-9) keeps the later, more
+/// trained weights: small dev sets tie often (every question routed the same way scores
+/// the same), and on the embedded pool the latest of the tied routers met the accuracy and
+/// saving targets where the earliest did not (docs/experiments/2026-12-02-tie-break-latest.md).
+/// Patience counts from the last strict improvement, so a plateau still ends training.
 #[derive(Debug, Clone, Copy)]
 pub struct Selection {
-    tie_break: TieBreak,
     reward: f64,
     kept: usize,
     kept_score: Score,
@@ -174,9 +126,8 @@ pub struct Selection {
 
 impl Selection {
     /// Starts from the initial weights (iteration 0) and their dev score.
-    pub fn new(tie_break: TieBreak, initial: Score) -> Self {
+    pub fn new(initial: Score) -> Self {
         Self {
-            tie_break,
             reward: initial.reward,
             kept: 0,
             kept_score: initial,
@@ -192,7 +143,7 @@ impl Selection {
             self.reward = score.reward;
             self.improved = iteration;
         }
-        let keep = better || (ties && self.tie_break == TieBreak::Latest);
+        let keep = better || ties;
         if keep {
             self.kept = iteration;
             self.kept_score = score;
@@ -266,8 +217,8 @@ pub struct IterLog {
     pub questions: usize,
     /// Of those, the groups whose rewards differ (the only ones with an advantage).
     pub informative: usize,
-    /// This iteration's weights are now the kept ones (`out`): a better dev reward, or
-    /// with `TieBreak::Latest` an equal one.
+    /// This iteration's weights are now the kept ones (`out`): a better or an equal dev
+    /// reward.
     pub best: bool,
 }
 
@@ -283,7 +234,7 @@ pub struct KlParts {
 
 pub struct GrpoReport {
     pub log: Vec<IterLog>,
-    /// The iteration whose weights `out` holds (0: the initial ones), under the tie-break.
+    /// The iteration whose weights `out` holds (0: the initial ones).
     pub best_iteration: usize,
     pub initial_dev: Score,
     pub best_dev: Score,
@@ -353,8 +304,8 @@ impl<'a> Grpo<'a> {
     }
 
     /// Train `net` in place. `reference` is the frozen SFT policy of the KL term.
-    /// Checkpoints go to `<out>.checkpoints/`, the best by dev reward (ties settled by
-    /// `GrpoOptions::tie_break`) to `out`, the log
+    /// Checkpoints go to `<out>.checkpoints/`, the best by dev reward (the latest of equal
+    /// ones) to `out`, the log
     /// to `<out>.log.jsonl`; `on_iter` sees each log line.
     pub async fn train(
         &self,
@@ -395,49 +346,34 @@ impl<'a> Grpo<'a> {
             reason: e.to_string(),
         })?;
         let initial_dev = self.evaluate(&net, dev).await;
-        let mut selection = Selection::new(o.tie_break, initial_dev);
+        let mut selection = Selection::new(initial_dev);
         let mut order: Vec<usize> = (0..train.len()).collect();
         SplitMix64::new(o.seed).shuffle(&mut order);
         let mut cursor = 0;
         let mut log = Vec::new();
         let mut stopped_early = false;
         for iteration in 1..=o.iterations {
-            // Rollouts in rounds: with dynamic sampling, groups that tie are set aside
-            // and more questions drawn until the batch is full of groups that differ.
             let want = o.batch.min(train.len()).max(1);
-            let limit = want.max(o.draws.min(train.len()));
-            let dynamic = limit > want;
-            let (mut drawn, mut informative) = (0usize, 0usize);
+            let mut questions = Vec::new();
+            for _ in 0..want {
+                let item = &train[order[cursor % order.len()]];
+                cursor += 1;
+                questions.push((item, cursor));
+            }
+            let drawn = questions.len();
+            let mut informative = 0usize;
             let mut decisions: Vec<(Decision, f64)> = Vec::new();
             let mut samples = Vec::new();
-            loop {
-                let take = (want - informative).min(limit - drawn);
-                let mut questions = Vec::new();
-                for _ in 0..take {
-                    let item = &train[order[cursor % order.len()]];
-                    cursor += 1;
-                    questions.push((item, cursor));
-                }
-                drawn += take;
-                for group in self.rollouts(&net, iteration, &questions).await {
-                    let rewards: Vec<f64> = group
-                        .iter()
-                        .map(|(ok, cost, norm, _)| reward(*ok, *cost, *norm, o.lambda))
-                        .collect();
-                    let adv = group_advantages(&rewards);
-                    let differs = adv.iter().any(|a| *a != 0.0);
-                    informative += usize::from(differs);
-                    for ((ok, cost, norm, ds), a) in group.into_iter().zip(adv) {
-                        samples.push((ok, cost, norm));
-                        // A set-aside group still carries the entropy bonus (and the KL
-                        // term), at zero advantage, when there is one.
-                        if differs || !dynamic || o.entropy > 0.0 {
-                            decisions.extend(ds.into_iter().map(|d| (d, a)));
-                        }
-                    }
-                }
-                if informative >= want || drawn >= limit {
-                    break;
+            for group in self.rollouts(&net, iteration, &questions).await {
+                let rewards: Vec<f64> = group
+                    .iter()
+                    .map(|(ok, cost, norm, _)| reward(*ok, *cost, *norm, o.lambda))
+                    .collect();
+                let adv = group_advantages(&rewards);
+                informative += usize::from(adv.iter().any(|a| *a != 0.0));
+                for ((ok, cost, norm, ds), a) in group.into_iter().zip(adv) {
+                    samples.push((ok, cost, norm));
+                    decisions.extend(ds.into_iter().map(|d| (d, a)));
                 }
             }
             // Updates.
@@ -448,8 +384,7 @@ impl<'a> Grpo<'a> {
             } else {
                 loss(&net, reference, &decisions, &o)?.1.entropy_route
             };
-            let learns = decisions.iter().any(|(_, a)| *a != 0.0)
-                || (o.entropy > 0.0 && !decisions.is_empty());
+            let learns = decisions.iter().any(|(_, a)| *a != 0.0);
             if learns {
                 for _ in 0..o.epochs.max(1) {
                     let (loss, kl) = loss(&net, reference, &decisions, &o)?;
@@ -581,8 +516,9 @@ impl<'a> Grpo<'a> {
     }
 }
 
-/// The loss GRPO minimises, over both heads' decisions: minus the clipped surrogate, plus
-/// the KL penalty to the reference, minus the entropy bonus, averaged over the decisions.
+/// The loss GRPO minimises, over both heads' decisions: minus the clipped surrogate plus
+/// the KL penalty to the reference, averaged over the decisions. The route head's entropy
+/// is reported (`KlParts::entropy_route`), not optimised.
 /// `grpo_math` has the same terms per decision in plain f64; a test checks they agree.
 pub fn loss(
     net: &RouterNet,
@@ -634,7 +570,7 @@ pub fn loss(
         } else {
             parts.step = mean;
         }
-        let part = (((kl * o.kl)? - surr)? - (entropy * o.entropy)?)?.sum_all()?;
+        let part = ((kl * o.kl)? - surr)?.sum_all()?;
         total = Some(match total {
             Some(t) => (t + part)?,
             None => part,
@@ -651,50 +587,40 @@ mod tests {
     use crate::features::HashEncoder;
     use crate::grpo_math::{clipped_surrogate, entropy, kl};
 
-    /// Dev rewards 0.1 (initial), then 0.2, 0.2, 0.1, 0.2, 0.3 - 1e-12, 0.3: the earliest
-    /// rule keeps the first to reach each best, the latest rule the last; patience counts
-    /// from the strict improvements (iterations 1 and 5) under both.
+    /// Dev rewards 0.1 (initial), then 0.2, 0.2, 0.1, 0.2, 0.3 - 1e-12, 0.3: a tie keeps the
+    /// later checkpoint; patience counts from the strict improvements (iterations 1 and 5).
     #[test]
-    fn ties_keep_the_earliest_or_the_latest_checkpoint_and_patience_counts_improvements() {
+    fn ties_keep_the_latest_checkpoint_and_patience_counts_improvements() {
         let score = |reward: f64| Score {
             reward,
             ..Default::default()
         };
         let rewards = [0.2, 0.2, 0.1, 0.2, 0.3 - 1e-12, 0.3];
-        let run = |tie_break| {
-            let mut sel = Selection::new(tie_break, score(0.1));
-            let kept: Vec<bool> = (1..)
-                .zip(rewards)
-                .map(|(i, r)| sel.offer(i, score(r)))
-                .collect();
-            (sel, kept)
-        };
-        let (earliest, kept) = run(TieBreak::Earliest);
-        assert_eq!(kept, [true, false, false, false, true, false]);
-        assert_eq!(earliest.kept(), 5);
-        let (latest, kept) = run(TieBreak::Latest);
+        let mut sel = Selection::new(score(0.1));
+        let kept: Vec<bool> = (1..)
+            .zip(rewards)
+            .map(|(i, r)| sel.offer(i, score(r)))
+            .collect();
         assert_eq!(kept, [true, true, false, true, true, true]);
-        assert_eq!(latest.kept(), 6);
-        assert_eq!(latest.kept_score().reward, 0.3);
-        for sel in [earliest, latest] {
-            assert!(!sel.exhausted(6, 2), "improved at 5");
-            assert!(sel.exhausted(7, 2));
-        }
-        // Iteration 0 is a candidate too: a run that never beats it keeps the initial
-        // weights under the earliest rule, the last equal iteration under the latest.
-        let mut sel = Selection::new(TieBreak::Earliest, score(0.5));
-        assert!(!sel.offer(1, score(0.5)));
-        assert_eq!(sel.kept(), 0);
-        let mut sel = Selection::new(TieBreak::Latest, score(0.5));
+        assert_eq!(sel.kept(), 6);
+        assert_eq!(sel.kept_score().reward, 0.3);
+        assert!(!sel.exhausted(6, 2), "improved at 5");
+        assert!(sel.exhausted(7, 2));
+        // Iteration 0 is a candidate too: a run that never beats it keeps the last equal
+        // iteration, and the initial weights when every later one is worse.
+        let mut sel = Selection::new(score(0.5));
         assert!(sel.offer(1, score(0.5)));
         assert!(!sel.offer(2, score(0.4)));
         assert_eq!(sel.kept(), 1);
         assert!(sel.exhausted(2, 2));
+        let mut sel = Selection::new(score(0.5));
+        assert!(!sel.offer(1, score(0.4)));
+        assert_eq!(sel.kept(), 0);
     }
 
     /// The tensor loss is the plain-f64 formulas of `grpo_math`, term by term.
     #[test]
-    fn the_loss_is_the_surrogate_kl_and_entropy_of_grpo_math() {
+    fn the_loss_is_the_surrogate_and_kl_of_grpo_math_and_reports_the_entropy() {
         let f = Featurizer::new(Arc::new(HashEncoder::new(16)));
         let pool: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let net = RouterNet::new(pool.clone(), f.layout(), 8, 1).unwrap();
@@ -720,7 +646,6 @@ mod tests {
         }
         let o = GrpoOptions {
             kl: 0.07,
-            entropy: 0.03,
             clip: 0.2,
             threshold: 0.4,
             ..Default::default()
@@ -742,8 +667,7 @@ mod tests {
         for (d, a) in &decisions {
             let (p, q) = (logp(&net, d), logp(&reference, d));
             want += o.kl * kl(&p, &q)
-                - clipped_surrogate(p[d.chosen], d.logp_old, *a, o.clip)
-                - o.entropy * entropy(&p);
+                - clipped_surrogate(p[d.chosen], d.logp_old, *a, o.clip);
             if d.route_head {
                 route_entropy += entropy(&p);
                 routes += 1.0;
@@ -760,18 +684,5 @@ mod tests {
             "{e} vs {}",
             route_entropy / routes
         );
-        // Entropy bonus off: the same loss plus the bonus it no longer subtracts.
-        let (off, _) = loss(
-            &net,
-            &reference,
-            &decisions,
-            &GrpoOptions {
-                entropy: 0.0,
-                ..o.clone()
-            },
-        )
-        .unwrap();
-        let off = scalar(&off).unwrap();
-        assert!(off > got, "the bonus lowers the loss: {off} vs {got}");
     }
 }

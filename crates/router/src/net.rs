@@ -242,24 +242,6 @@ impl Mlp {
         })
     }
 
-    /// The element-wise mean of several heads of one shape (at least one).
-    fn mean(mlps: &[&Mlp]) -> Result<Self, RouterError> {
-        let n = mlps.len() as f64;
-        let avg = |pick: fn(&Mlp) -> &Var| -> Result<Var, RouterError> {
-            let mut sum = pick(mlps[0]).as_tensor().zeros_like()?;
-            for m in mlps {
-                sum = (sum + pick(m).as_tensor())?;
-            }
-            Ok(Var::from_tensor(&(sum / n)?)?)
-        };
-        Ok(Self {
-            w1: avg(|m| &m.w1)?,
-            b1: avg(|m| &m.b1)?,
-            w2: avg(|m| &m.w2)?,
-            b2: avg(|m| &m.b2)?,
-        })
-    }
-
     fn is_finite(&self) -> Result<bool, RouterError> {
         for v in self.vars() {
             let s = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
@@ -344,98 +326,6 @@ impl RouterNet {
 
     pub fn route_logits(&self, rows: &[Vec<f32>]) -> Result<Vec<Vec<f64>>, RouterError> {
         logits(&self.route, rows, self.manifest.layout.route_dim)
-    }
-
-    /// The element-wise mean of several routers' weights (a "model soup"). Meant for
-    /// routers refined from one starting point (GRPO runs from one SFT router with different
-    /// seeds): each run's update is noisy, and their mean is closer to the expected update.
-    /// All must share the pool, feature layout, hidden size and route order; the result
-    /// records each source's stage and notes under `notes.average_of`, and the families of
-    /// all of them.
-    pub fn average(nets: &[(String, RouterNet)]) -> Result<Self, RouterError> {
-        let Some((first_name, first)) = nets.first() else {
-            return Err(RouterError::Invalid("nothing to average".into()));
-        };
-        let m0 = &first.manifest;
-        for (name, net) in &nets[1..] {
-            let m = &net.manifest;
-            let differs = if m.pool != m0.pool {
-                Some(format!(
-                    "pool [{}] against [{}]",
-                    m.pool.join(", "),
-                    m0.pool.join(", ")
-                ))
-            } else if m.layout != m0.layout {
-                Some(format!(
-                    "feature layout {:?} against {:?}",
-                    m.layout, m0.layout
-                ))
-            } else if m.hidden != m0.hidden {
-                Some(format!("hidden size {} against {}", m.hidden, m0.hidden))
-            } else if m.decompose_at() != m0.decompose_at() {
-                Some(format!(
-                    "decomposing at route position {} against {}",
-                    m.decompose_at(),
-                    m0.decompose_at()
-                ))
-            } else {
-                None
-            };
-            if let Some(d) = differs {
-                return Err(RouterError::Invalid(format!(
-                    "cannot average {name} with {first_name}: {d}"
-                )));
-            }
-        }
-        let step = Mlp::mean(&nets.iter().map(|(_, n)| &n.step).collect::<Vec<_>>())?;
-        let route = Mlp::mean(&nets.iter().map(|(_, n)| &n.route).collect::<Vec<_>>())?;
-        let mut manifest = m0.clone();
-        let stages: Vec<&str> = nets
-            .iter()
-            .map(|(_, n)| n.manifest.stage.as_str())
-            .collect();
-        if stages.iter().any(|s| *s != stages[0]) {
-            manifest.stage = "average".into();
-        }
-        if nets.iter().all(|(_, n)| n.manifest.families.is_some()) {
-            for (_, net) in &nets[1..] {
-                manifest.add_families(net.manifest.families.iter().flatten().copied());
-            }
-        } else {
-            // A source that routes every family makes the average route them too.
-            manifest.families = None;
-        }
-        let sources: Vec<serde_json::Value> = nets
-            .iter()
-            .map(|(name, n)| {
-                serde_json::json!({
-                    "path": name,
-                    "stage": n.manifest.stage,
-                    "notes": n.manifest.notes,
-                })
-            })
-            .collect();
-        let mut notes = serde_json::Map::new();
-        // A check the sources were all trained under still applies to their average.
-        let escalation = |n: &RouterNet| n.manifest.notes.get("grpo_escalation").cloned();
-        if let Some(e) = escalation(first)
-            .filter(|e| nets.iter().all(|(_, n)| escalation(n).as_ref() == Some(e)))
-        {
-            notes.insert("grpo_escalation".into(), e);
-        }
-        notes.insert("average_of".into(), serde_json::Value::Array(sources));
-        manifest.notes = notes;
-        let net = Self {
-            manifest,
-            step,
-            route,
-        };
-        if !net.is_finite()? {
-            return Err(RouterError::Invalid(
-                "the averaged weights contain NaN or infinity".into(),
-            ));
-        }
-        Ok(net)
     }
 
     /// The manifest lives next to the weights: `x.safetensors` → `x.manifest.json`.
