@@ -100,19 +100,6 @@ pub fn read_results(path: &Path) -> Vec<ItemResult> {
         .collect()
 }
 
-/// True for an empty file or one whose last byte is a newline.
-fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.len() == 0 {
-        return Ok(true);
-    }
-    f.seek(SeekFrom::End(-1))?;
-    let mut last = [0u8];
-    f.read_exact(&mut last)?;
-    Ok(last[0] == b'\n')
-}
-
 /// The decomposer's output was unusable and the plan fell back to answering directly.
 pub fn decomposition_failed(answer: &Answer) -> bool {
     answer
@@ -259,7 +246,7 @@ pub async fn run_policy(
         .append(true)
         .open(&path)?;
     // A run killed mid-line left a partial record: end it, so the next record starts clean.
-    if !ends_with_newline(&path)? {
+    if !r2_files::ends_with_newline(&path)? {
         file.write_all(b"\n")?;
     }
     let writer = Mutex::new(std::io::BufWriter::new(file));

@@ -85,6 +85,12 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
         .append(true)
         .open(&args.out)
         .with_context(|| format!("cannot open {}", args.out.display()))?;
+    // A run killed mid-line may have left a label without its newline: end it, so the next
+    // label starts on a line of its own.
+    if !r2_files::ends_with_newline(&args.out)? {
+        use std::io::Write;
+        file.write_all(b"\n")?;
+    }
     let todo: Vec<_> = selection
         .items
         .iter()

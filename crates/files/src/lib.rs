@@ -193,6 +193,21 @@ pub fn read_to_string(path: &Path, max: u64) -> Result<String, FileError> {
     })
 }
 
+/// True for an empty file or one whose last byte is a newline. An append-only JSONL file
+/// (results, labels) whose writer was killed mid-line is false: end that line before
+/// appending, so the next record starts on a line of its own.
+pub fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    if f.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 /// Lines of a regular file of at most `max` bytes, each of at most `max_line` bytes.
 pub fn lines(path: &Path, max: u64, max_line: usize) -> Result<Lines<File>, FileError> {
     let file = open(path, max)?;

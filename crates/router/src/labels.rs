@@ -228,8 +228,10 @@ pub fn parse_labels<R: std::io::Read>(
 
 /// Append one question's labels (one line, flushed).
 pub fn append_label(file: &mut impl Write, q: &QuestionLabel) -> Result<(), RouterError> {
-    let line = serde_json::to_string(q).map_err(|e| RouterError::Invalid(e.to_string()))?;
-    writeln!(file, "{line}")
+    let mut line = serde_json::to_string(q).map_err(|e| RouterError::Invalid(e.to_string()))?;
+    line.push('\n');
+    // One write for the record and its newline, so a kill cannot fall between them.
+    file.write_all(line.as_bytes())
         .and_then(|_| file.flush())
         .map_err(|e| RouterError::Invalid(format!("cannot write labels: {e}")))
 }
