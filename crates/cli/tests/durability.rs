@@ -422,8 +422,8 @@ fn a_killed_grpo_run_leaves_a_loadable_router_and_reruns() {
     assert!(o.status.success(), "{}", text(&o.stderr));
 
     let router = env.path("grpo/router.safetensors");
-    // `--tie-break latest`: every iteration that ties the best dev reward is saved to
-    // --out again, so the kill may land on or near a save.
+    // A tie keeps the latest checkpoint: every iteration that ties the best dev reward is
+    // saved to --out again, so the kill may land on or near a save.
     let grpo = || {
         let mut c = env.cmd();
         c.args(["train", "grpo", "--init"])
@@ -440,7 +440,7 @@ fn a_killed_grpo_run_leaves_a_loadable_router_and_reruns() {
                 "--iterations",
                 "3",
             ])
-            .args(["--tie-break", "latest", "--normalise", "direct", "--out"])
+            .args(["--normalise", "direct", "--out"])
             .arg(&router);
         c
     };
