@@ -8,21 +8,25 @@
 //! separator); a leading byte, when a target reads one, picks a mode (a digit `'0'..='9'`
 //! reads as itself, so seeds stay readable).
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use r2_bench::grade::{self as bench_grade, expr, latex};
 use r2_bench::Gold;
 use r2_decomposer::{parse_plan, Plan, TaskFamily, MAX_STEP_CHARS};
 use r2_executor::answer;
 use r2_executor::program::{self, ProgramError};
+use r2_files::{limits, Lines, MALFORMED_KEPT};
 use r2_openai::{body as openai_body, parse_retry_after, SseParser};
 use r2_pool::{ChatMessage, GenRequest, PoolConfig, Role, SourcePart};
+use r2_router::labels::{self as router_labels, LabelSet, RouteLabel};
 
 /// The separator between the fields of one input.
 pub const SEP: u8 = 0x1F;
 
 /// The names of the targets, as in `fuzz/fuzz_targets/` and `fuzz/corpus/`.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "plan",
     "program",
     "answer",
@@ -30,6 +34,7 @@ pub const TARGETS: [&str; 7] = [
     "config",
     "chat_request",
     "sse",
+    "labels",
 ];
 
 /// Runs target `name` on `data`; `false` for an unknown name.
@@ -42,6 +47,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "config" => config,
         "chat_request" => chat_request,
         "sse" => sse,
+        "labels" => labels,
         _ => return false,
     };
     f(data);
@@ -419,4 +425,95 @@ pub fn sse(data: &[u8]) {
     let msg = openai_body::error_message(&body_text);
     assert!(!msg.is_empty() && msg.chars().count() <= 300, "{msg:?}");
     parse_retry_after(&body_text);
+}
+
+/// A byte source that hands out at most `chunk` bytes per read.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    chunk: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.bytes.len().min(self.chunk).min(out.len());
+        out[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+/// The embedded pool, which the shipped labels were made for.
+static POOL: LazyLock<(PoolConfig, Vec<String>)> = LazyLock::new(|| {
+    let cfg = PoolConfig::embedded();
+    let ids = cfg.ids().into_iter().map(str::to_string).collect();
+    (cfg, ids)
+});
+
+/// Labels file limits small enough for a fuzz input to pass them.
+const LABELS_MAX: u64 = 3000;
+const LABELS_MAX_LINE: usize = 2500;
+
+fn read_labels(bytes: &[u8], chunk: usize, max: u64, max_line: usize) -> Result<LabelSet, String> {
+    let path = Path::new("fuzz/labels.jsonl");
+    let lines = Lines::new(Trickle { bytes, chunk }, path, max, max_line);
+    router_labels::parse_labels(lines, path, &POOL.1).map_err(|e| e.to_string())
+}
+
+/// The labels reader (`r2_router::labels::parse_labels` over an `r2_files::Lines` with
+/// limits of 3000 bytes and 2500 per line): mode = bytes per read of the source (1-10), then
+/// the file.
+///
+/// A file reads the same whether its source returns it whole or a few bytes at a time; an
+/// accepted file names only pool models, counts no more lines than it has, and keeps at
+/// most `MALFORMED_KEPT` malformed lines in order; the oracle only picks a correct route,
+/// decomposing goes at most last, and every label written by `append_label` reads back
+/// equal.
+pub fn labels(data: &[u8]) {
+    let Some((m, bytes)) = mode(data, 10) else {
+        return;
+    };
+    let whole = read_labels(bytes, usize::MAX, LABELS_MAX, LABELS_MAX_LINE);
+    let trickled = read_labels(bytes, m + 1, LABELS_MAX, LABELS_MAX_LINE);
+    assert_eq!(
+        format!("{whole:?}"),
+        format!("{trickled:?}"),
+        "read {} bytes at a time",
+        m + 1
+    );
+    let set = match whole {
+        Ok(set) => set,
+        Err(e) => {
+            assert!(e.contains("fuzz/labels.jsonl"), "{e}");
+            return;
+        }
+    };
+    let (cfg, ids) = &*POOL;
+    let lines = bytes.split(|&b| b == b'\n').count() - usize::from(bytes.ends_with(b"\n"));
+    assert!(set.questions.len() + set.malformed.total() <= lines);
+    let kept = set.malformed.kept();
+    assert!(kept.len() <= MALFORMED_KEPT.min(set.malformed.total()));
+    assert!(kept.windows(2).all(|w| w[0].0 < w[1].0), "{kept:?}");
+    assert!(
+        kept.iter().all(|(n, _)| (1..=lines).contains(n)),
+        "{kept:?}"
+    );
+    for q in &set.questions {
+        for t in &q.tried {
+            let models: Vec<&String> = match &t.route {
+                RouteLabel::Direct { model } => vec![model],
+                RouteLabel::Decompose { allocation } => allocation.iter().collect(),
+            };
+            assert!(models.iter().all(|m| ids.contains(m)), "{:?}", t.route);
+        }
+        if let Some(t) = q.cheapest_correct(cfg) {
+            assert!(t.correct && t.error.is_none(), "{t:?}");
+        }
+        q.decomposed_success();
+        let mut line = Vec::new();
+        router_labels::append_label(&mut line, q).unwrap();
+        let back = read_labels(&line, usize::MAX, limits::DATA, limits::LINE).unwrap();
+        assert_eq!(back.questions, std::slice::from_ref(q), "does not read back");
+        assert!(back.malformed.is_empty());
+    }
+    assert!(router_labels::decompose_position(&set.questions, cfg) <= cfg.models.len());
 }

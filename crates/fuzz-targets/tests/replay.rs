@@ -76,4 +76,13 @@ macro_rules! replay_tests {
     )*};
 }
 
-replay_tests!(plan, program, answer, grade, config, chat_request, sse);
+replay_tests!(
+    plan,
+    program,
+    answer,
+    grade,
+    config,
+    chat_request,
+    sse,
+    labels
+);
