@@ -255,7 +255,7 @@ impl<R: Read> Iterator for Lines<R> {
             return None;
         }
         let mut buf = Vec::new();
-        let limit = self.max_line as u64 + 2; // the line, "\r\n"
+        let limit = (self.max_line as u64).saturating_add(2); // the line, "\r\n"
         let read = (&mut self.reader).take(limit).read_until(b'\n', &mut buf);
         self.line += 1;
         let line = self.line;
