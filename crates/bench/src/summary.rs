@@ -179,8 +179,16 @@ pub fn wilson95(k: usize, n: usize) -> [f64; 2] {
     let center = (p + z * z / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
     // At the ends the bound is exact (0 or 1); the formula leaves rounding dust there.
-    let lo = if k == 0 { 0.0 } else { (center - half).max(0.0) };
-    let hi = if k as f64 == n { 1.0 } else { (center + half).min(1.0) };
+    let lo = if k == 0 {
+        0.0
+    } else {
+        (center - half).max(0.0)
+    };
+    let hi = if k as f64 == n {
+        1.0
+    } else {
+        (center + half).min(1.0)
+    };
     [lo, hi]
 }
 

@@ -132,7 +132,10 @@ fn split_aliases_and_errors() {
     let err = load("gsm8k", Some("dev")).unwrap_err().to_string();
     assert!(err.contains("test, train"), "{err}");
     let err = load_path(&PathBuf::from("/nonexistent/x.jsonl"), None).unwrap_err();
-    assert!(matches!(&err, DatasetError::File(e) if e.is_not_found()), "{err}");
+    assert!(
+        matches!(&err, DatasetError::File(e) if e.is_not_found()),
+        "{err}"
+    );
 }
 
 struct TempFile(PathBuf);

@@ -107,7 +107,11 @@ fn directories_devices_and_fifos_are_refused_as_input_files() {
     let o = run(bin().args(["--config", "/dev/zero", "ask", "hi"]));
     assert_input_error(&o, &["is a device"]);
     let fifo = dir.path().join("data.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let f = fifo.to_str().unwrap();
     let out = dir.path().join("out");
     let o = run(bin()
@@ -115,11 +119,20 @@ fn directories_devices_and_fifos_are_refused_as_input_files() {
         .arg(&out));
     assert_input_error(&o, &["is a FIFO"]);
     let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
-    for (policy, what) in [(format!("oracle:{d}"), "is a directory"), ("oracle:/dev/zero".into(), "is a device"), (format!("oracle:{f}"), "is a FIFO")] {
-        let o = run(bin()
-            .arg("--config")
-            .arg(&cfg)
-            .args(["route", "--dataset", "gsm8k", "--limit", "1", "--policy", &policy]));
+    for (policy, what) in [
+        (format!("oracle:{d}"), "is a directory"),
+        ("oracle:/dev/zero".into(), "is a device"),
+        (format!("oracle:{f}"), "is a FIFO"),
+    ] {
+        let o = run(bin().arg("--config").arg(&cfg).args([
+            "route",
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "1",
+            "--policy",
+            &policy,
+        ]));
         assert_input_error(&o, &[what]);
     }
 }
@@ -173,7 +186,20 @@ fn bad_questions_and_names_are_rejected_before_any_model_runs() {
     }
 
     // A zero timeout is refused, not silently turned into one second.
-    for cmd in [&["ask", "--timeout", "0", "hi"][..], &["bench", "--timeout", "0", "--dataset", "gsm8k", "--policy", "random", "--out", "x"]] {
+    for cmd in [
+        &["ask", "--timeout", "0", "hi"][..],
+        &[
+            "bench",
+            "--timeout",
+            "0",
+            "--dataset",
+            "gsm8k",
+            "--policy",
+            "random",
+            "--out",
+            "x",
+        ],
+    ] {
         let o = run(bin().args(cmd));
         assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("--timeout"), "{}", stderr(&o));

@@ -206,7 +206,11 @@ fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     (status, body)
 }
 
@@ -215,7 +219,11 @@ fn clients_name_only_exposed_policies_never_server_files() {
     let dir = tempfile::tempdir().unwrap();
     // A FIFO: opening it for reading would release the writer blocked on it below.
     let fifo = dir.path().join("labels.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (f, o) = (fifo.clone(), opened.clone());
     let writer = std::thread::spawn(move || {
@@ -246,7 +254,10 @@ fn clients_name_only_exposed_policies_never_server_files() {
             "{model}: {resp}"
         );
         // A missing file and an existing one get the same answer.
-        assert!(!resp.contains("No such file") && !resp.contains("directory"), "{resp}");
+        assert!(
+            !resp.contains("No such file") && !resp.contains("directory"),
+            "{resp}"
+        );
     }
     // The server is responsive and listed the exposed policy; the FIFO was never opened.
     let (status, _) = http(&server.url, "GET", "/health", None);
@@ -277,7 +288,10 @@ fn clients_name_only_exposed_policies_never_server_files() {
 #[test]
 fn an_exposed_policy_that_cannot_load_stops_serve_at_startup() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config_with(dir.path(), "policies = { broken = \"oracle:/nonexistent/l.jsonl\" }");
+    let cfg = write_config_with(
+        dir.path(),
+        "policies = { broken = \"oracle:/nonexistent/l.jsonl\" }",
+    );
     let o = bin()
         .arg("--config")
         .arg(&cfg)

@@ -315,4 +315,3 @@ fn route_shows_each_policys_route_without_answering() {
     let o = run(bin().args(["route", "--dataset", "gsm8k", "--limit", "0"]));
     assert_input_error(&o, &["no items selected"]);
 }
-

@@ -294,10 +294,14 @@ impl<R: Read> Iterator for Lines<R> {
                 max: self.max_line,
             });
         }
-        Some(String::from_utf8(buf).map(|s| (line, s)).map_err(|_| FileError::NotUtf8 {
-            path: self.path.clone(),
-            line: Some(line),
-        }))
+        Some(
+            String::from_utf8(buf)
+                .map(|s| (line, s))
+                .map_err(|_| FileError::NotUtf8 {
+                    path: self.path.clone(),
+                    line: Some(line),
+                }),
+        )
     }
 }
 
@@ -386,7 +390,16 @@ mod tests {
     fn a_directory_is_refused_before_reading() {
         let dir = tempfile::tempdir().unwrap();
         let e = read(dir.path(), 100).unwrap_err();
-        assert!(matches!(e, FileError::NotAFile { kind: "a directory", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                FileError::NotAFile {
+                    kind: "a directory",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("is a directory"), "{e}");
         let e = lines(dir.path(), 100, 10).err().unwrap();
         assert!(matches!(e, FileError::NotAFile { .. }), "{e}");
@@ -396,7 +409,16 @@ mod tests {
     #[test]
     fn devices_and_fifos_are_refused_without_blocking() {
         let e = read(Path::new("/dev/zero"), 1 << 20).unwrap_err();
-        assert!(matches!(e, FileError::NotAFile { kind: "a device", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                FileError::NotAFile {
+                    kind: "a device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -404,7 +426,10 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // Opening a FIFO for reading with no writer would block forever; it is refused.
         let e = read(&fifo, 100).unwrap_err();
-        assert!(matches!(e, FileError::NotAFile { kind: "a FIFO", .. }), "{e}");
+        assert!(
+            matches!(e, FileError::NotAFile { kind: "a FIFO", .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -437,10 +462,23 @@ mod tests {
         let got: Vec<_> = lines(f.path(), 100, 10).unwrap().collect();
         assert_eq!(got.len(), 2);
         let e = got[1].as_ref().unwrap_err();
-        assert!(matches!(e, FileError::LineTooLong { line: 2, max: 10, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                FileError::LineTooLong {
+                    line: 2,
+                    max: 10,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // Exactly at the limit is fine, with either line ending.
         let f = file(b"0123456789\r\n0123456789");
-        let got: Vec<_> = lines(f.path(), 100, 10).unwrap().map(Result::unwrap).collect();
+        let got: Vec<_> = lines(f.path(), 100, 10)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(got.len(), 2);
     }
 
@@ -464,7 +502,10 @@ mod tests {
         let data = b"a\nb\nc\nd\n".to_vec();
         let got: Vec<_> = Lines::new(&data[..], Path::new("x"), 5, 10).collect();
         assert!(got[..2].iter().all(Result::is_ok));
-        assert!(matches!(got.last(), Some(Err(FileError::TooLarge { .. }))), "{got:?}");
+        assert!(
+            matches!(got.last(), Some(Err(FileError::TooLarge { .. }))),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -475,6 +516,9 @@ mod tests {
         }
         assert_eq!(m.kept(), &[(1, "bad 1".into()), (2, "bad 2".into())]);
         assert_eq!(m.total(), 5);
-        assert_eq!(m.to_string(), "line 1: bad 1\nline 2: bad 2\n... and 3 more\n");
+        assert_eq!(
+            m.to_string(),
+            "line 1: bad 1\nline 2: bad 2\n... and 3 more\n"
+        );
     }
 }

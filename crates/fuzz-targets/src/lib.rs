@@ -512,7 +512,11 @@ pub fn labels(data: &[u8]) {
         let mut line = Vec::new();
         router_labels::append_label(&mut line, q).unwrap();
         let back = read_labels(&line, usize::MAX, limits::DATA, limits::LINE).unwrap();
-        assert_eq!(back.questions, std::slice::from_ref(q), "does not read back");
+        assert_eq!(
+            back.questions,
+            std::slice::from_ref(q),
+            "does not read back"
+        );
         assert!(back.malformed.is_empty());
     }
     assert!(router_labels::decompose_position(&set.questions, cfg) <= cfg.models.len());

@@ -164,13 +164,12 @@ impl PoolConfig {
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text =
-            r2_files::read_to_string(path, r2_files::limits::CONFIG).map_err(|e| {
-                ConfigError::Read {
-                    file: file.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let text = r2_files::read_to_string(path, r2_files::limits::CONFIG).map_err(|e| {
+            ConfigError::Read {
+                file: file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         Self::parse(&text, &file, path.parent())
     }
 

@@ -333,9 +333,14 @@ mod tests {
     fn exposed_policies_have_plain_names() {
         let text = format!("[server]\npolicies = {{ fast = \"learned:/srv/r.safetensors@0.6\", cheap-1 = \"direct:gpt\" }}\n{OPENAI}");
         let cfg = PoolConfig::parse(&text, "pool.toml", None).unwrap();
-        assert_eq!(cfg.server.policies["fast"], "learned:/srv/r.safetensors@0.6");
+        assert_eq!(
+            cfg.server.policies["fast"],
+            "learned:/srv/r.safetensors@0.6"
+        );
         assert_eq!(cfg.server.policies.len(), 2);
-        let e = err(&format!("[server]\npolicies = {{ \"a/b\" = \"random\" }}\n{OPENAI}"));
+        let e = err(&format!(
+            "[server]\npolicies = {{ \"a/b\" = \"random\" }}\n{OPENAI}"
+        ));
         assert!(e.contains("server.policies.a/b"), "{e}");
         let e = err(&format!("[server]\npolicies = {{ x = \" \" }}\n{OPENAI}"));
         assert!(e.contains("server.policies.x"), "{e}");

@@ -666,8 +666,7 @@ mod tests {
         let (mut want, mut route_entropy, mut routes) = (0.0, 0.0, 0.0);
         for (d, a) in &decisions {
             let (p, q) = (logp(&net, d), logp(&reference, d));
-            want += o.kl * kl(&p, &q)
-                - clipped_surrogate(p[d.chosen], d.logp_old, *a, o.clip);
+            want += o.kl * kl(&p, &q) - clipped_surrogate(p[d.chosen], d.logp_old, *a, o.clip);
             if d.route_head {
                 route_entropy += entropy(&p);
                 routes += 1.0;

@@ -254,7 +254,10 @@ async fn trace(
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(id) = id.map_err(|e| {
-        ApiError::bad_request("invalid_trace_id", format!("invalid trace id: {}", e.body_text()))
+        ApiError::bad_request(
+            "invalid_trace_id",
+            format!("invalid trace id: {}", e.body_text()),
+        )
     })?;
     match state.traces.get(&id).await {
         Ok(Some(v)) => Ok(Json(v)),

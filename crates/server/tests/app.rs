@@ -314,7 +314,9 @@ async fn every_error_is_openai_shaped_methods_media_types_and_paths() {
         assert!(headers.contains_key("allow"), "{method} {path}");
     }
     // Without a key, a protected route's wrong method is still 401 first.
-    let anon = Request::get("/v1/chat/completions").body(Body::empty()).unwrap();
+    let anon = Request::get("/v1/chat/completions")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(send(&g, anon).await.0, 401);
     // Not UTF-8 in the trace id.
     let (status, headers, body) = send(&g, get("/v1/traces/%FF%FE")).await;
@@ -324,9 +326,13 @@ async fn every_error_is_openai_shaped_methods_media_types_and_paths() {
         .unwrap()
         .starts_with("application/json"));
     // The body must be declared JSON: a form post or no content type runs nothing.
-    for ct in [Some("application/x-www-form-urlencoded"), Some("text/plain"), None] {
-        let mut b = Request::post("/v1/chat/completions")
-            .header("authorization", format!("Bearer {KEY}"));
+    for ct in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        None,
+    ] {
+        let mut b =
+            Request::post("/v1/chat/completions").header("authorization", format!("Bearer {KEY}"));
         if let Some(ct) = ct {
             b = b.header("content-type", ct);
         }
@@ -353,9 +359,15 @@ async fn trace_ids_are_random_and_unique() {
     for _ in 0..20 {
         let (status, headers, _) = send(&g, post(chat("a", "hi"))).await;
         assert_eq!(status, 200);
-        let id = headers["x-r2reasoner-trace-id"].to_str().unwrap().to_string();
+        let id = headers["x-r2reasoner-trace-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let hex = id.strip_prefix("chatcmpl-").unwrap();
-        assert!(hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(
+            hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
         assert!(ids.insert(id));
     }
     // Two ids differ in many bits, not in a counter's last digits.
@@ -363,13 +375,17 @@ async fn trace_ids_are_random_and_unique() {
         .iter()
         .map(|i| u128::from_str_radix(&i[9..], 16).unwrap())
         .collect();
-    assert!(v.windows(2).all(|w| (w[0] ^ w[1]).count_ones() > 20), "{ids:?}");
+    assert!(
+        v.windows(2).all(|w| (w[0] ^ w[1]).count_ones() > 20),
+        "{ids:?}"
+    );
 }
 
 #[tokio::test]
 async fn clients_name_exposed_policies_and_baselines_and_the_parser_never_sees_them() {
     use std::sync::{Arc, Mutex};
-    let cfg = config("[server]\npolicies = { two = \"direct:a+agree:2\", broken-path = \"fixed:a\" }\n");
+    let cfg =
+        config("[server]\npolicies = { two = \"direct:a+agree:2\", broken-path = \"fixed:a\" }\n");
     let parsed: Arc<Mutex<Vec<String>>> = Arc::default();
     let p = parsed.clone();
     // Stands in for the CLI's file-reading parser: it records every name it is given.
@@ -386,12 +402,27 @@ async fn clients_name_exposed_policies_and_baselines_and_the_parser_never_sees_t
     assert_eq!(json(&body)["r2reasoner"]["policy"], "direct:a+agree:2");
     let (status, _, body) = send(&g, post(chat("r2reasoner/fixed:a", "What is 6 * 7?"))).await;
     assert_eq!(status, 200, "{body}");
-    for model in ["r2reasoner/learned:/tmp/x", "r2reasoner/oracle:x.jsonl", "r2reasoner/two+agree"] {
+    for model in [
+        "r2reasoner/learned:/tmp/x",
+        "r2reasoner/oracle:x.jsonl",
+        "r2reasoner/two+agree",
+    ] {
         let (status, _, body) = send(&g, post(chat(model, "hi"))).await;
-        assert_eq!(error_code(status, &body), (404, "model_not_found".into()), "{model}");
-        assert!(body.contains("r2reasoner/two"), "the error lists what exists: {body}");
+        assert_eq!(
+            error_code(status, &body),
+            (404, "model_not_found".into()),
+            "{model}"
+        );
+        assert!(
+            body.contains("r2reasoner/two"),
+            "the error lists what exists: {body}"
+        );
     }
-    assert_eq!(parsed.lock().unwrap().len(), 3, "requests never reach the parser");
+    assert_eq!(
+        parsed.lock().unwrap().len(),
+        3,
+        "requests never reach the parser"
+    );
     let (_, _, models) = send(&g, get("/v1/models")).await;
     assert!(models.contains("\"r2reasoner/two\"") && models.contains("\"r2reasoner/broken-path\""));
     // A policy that does not load stops the state from being built, naming it.
@@ -403,7 +434,11 @@ async fn clients_name_exposed_policies_and_baselines_and_the_parser_never_sees_t
 #[tokio::test]
 async fn a_failed_request_names_and_stores_its_partial_trace() {
     let g = gateway("[server]\nrequest_timeout_s = 0.3\n");
-    for (model, code) in [("bad", "upstream_error"), ("r2reasoner/direct:bad", "upstream_error"), ("slow", "upstream_timeout")] {
+    for (model, code) in [
+        ("bad", "upstream_error"),
+        ("r2reasoner/direct:bad", "upstream_error"),
+        ("slow", "upstream_timeout"),
+    ] {
         let (status, headers, body) = send(&g, post(chat(model, "hi"))).await;
         assert_eq!(error_code(status, &body).1, code, "{model}: {body}");
         let id = headers["x-r2reasoner-trace-id"].to_str().unwrap();
