@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use crate::deps::split_deps;
 use crate::family::TaskFamily;
-use crate::lines::strip_marker;
+use crate::marker::strip_marker;
 use crate::plan::{Plan, Subtask};
 use crate::prompts::examples;
 use crate::text::{

@@ -16,6 +16,7 @@ mod deps;
 mod family;
 mod json;
 mod lines;
+mod marker;
 mod parse;
 mod plan;
 mod prompts;
