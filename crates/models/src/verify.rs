@@ -21,6 +21,16 @@ pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
 const CHUNK: usize = 1 << 20;
 
+/// What a cached file must contain besides bytes that match its pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// A model for llama.cpp: it must start with the GGUF magic.
+    Gguf,
+    /// Any other file (tokenizer, safetensors weights, a config): no content check, and the
+    /// cached copy keeps the extension of its source's file name.
+    Any,
+}
+
 /// What `ModelCache::verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyOutcome {
