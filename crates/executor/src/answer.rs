@@ -3,6 +3,7 @@
 
 use r2_decomposer::TaskFamily;
 
+use crate::numeric::{plain_value, Tolerance};
 use crate::prompts::{ANSWER_MARKER, RESULT_MARKER};
 
 /// The text after the last `marker` (case-insensitive, tolerant of markdown bold and
@@ -125,8 +126,9 @@ pub fn final_answer(family: TaskFamily, text: &str) -> String {
 }
 
 /// Whether two final answers of the same family say the same thing: the self-consistency
-/// check of escalation. Math answers that are plain numbers compare by value (`$1,200.00` =
-/// `1200`), also as the result of a worked line (`9 * 2 = 18` = `18`); anything else
+/// check of escalation. Math answers that are plain numbers ([`plain_value`]) compare by
+/// value, exactly: both are written, so there is no rounding to forgive (`$1,200.00` =
+/// `1200`, also as the result of a worked line: `9 * 2 = 18` = `18`); anything else
 /// compares as text, case- and space-insensitively, so `5 hours` and `5 minutes`, or
 /// `\sqrt{2}` and `2`, differ. Empty answers never agree.
 pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
@@ -152,18 +154,13 @@ pub fn same_answer(family: TaskFamily, a: &str, b: &str) -> bool {
 /// Whether a math answer is one plain number (see [`same_answer`]), which a program's value
 /// can confirm.
 pub fn is_plain_number(answer: &str) -> bool {
-    plain_value(answer.trim()).is_some()
+    plain_value(answer).is_some()
 }
 
-/// Whether a math answer that is one plain number (see [`same_answer`]) equals `value`, up to
-/// floating-point rounding (relative 1e-9): the program check of escalation.
+/// Whether a math answer that is one plain number (see [`same_answer`]) equals `value`, a
+/// program's result, up to [`Tolerance::Check`]: the program check of escalation.
 pub fn same_value(answer: &str, value: f64) -> bool {
-    value.is_finite() && plain_value(answer.trim()).is_some_and(|a| close(a, value))
-}
-
-/// Equal up to floating-point rounding: relative 1e-9 (absolute near zero).
-pub(crate) fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    plain_value(answer).is_some_and(|a| Tolerance::Check.close(a, value))
 }
 
 /// `value` as a person would write it: `18`, `2.5`, `0.333333`.
@@ -174,50 +171,6 @@ pub fn show_value(value: f64) -> String {
         let s = format!("{value:.6}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
-}
-
-/// The value of a math answer that is one plain number (`18`, `$18.00`, `\$1,200`, `-3`,
-/// `.5`), or a single worked line ending in one (`100 - 30 = 70`).
-fn plain_value(s: &str) -> Option<f64> {
-    let tail = match s.rsplit_once('=') {
-        Some((head, _)) if head.contains([',', ';', '<', '>', '≤', '≥']) => return None,
-        Some((_, tail)) => tail,
-        None => s,
-    };
-    let t = tail
-        .replace("\\(", "")
-        .replace("\\)", "")
-        .replace(['$', '\\'], "")
-        .replace('\u{2212}', "-");
-    let t = t.trim().trim_end_matches('.').trim_end();
-    let (negative, body) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest.trim_start()),
-        None => (false, t),
-    };
-    let (int, frac) = match body.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (body, None),
-    };
-    let digits = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
-    if frac.is_some_and(|f| !digits(f)) {
-        return None;
-    }
-    let int_ok = if int.is_empty() {
-        frac.is_some() // `.5`
-    } else {
-        // Commas only as thousands separators: `1,200` but not `1,5`.
-        let mut groups = int.split(',');
-        let first = groups.next().unwrap_or("");
-        digits(first)
-            && (!int.contains(',') || first.len() <= 3)
-            && groups.all(|g| g.len() == 3 && digits(g))
-    };
-    if !int_ok {
-        return None;
-    }
-    let plain: String = body.chars().filter(|c| *c != ',').collect();
-    let v: f64 = format!("0{plain}").parse().ok()?;
-    v.is_finite().then_some(if negative { -v } else { v })
 }
 
 /// A standalone option letter A–E: "C", "(C)", "C)", "C.", "option C", "**C**".

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use crate::answer::close;
+use crate::numeric::{Tolerance, EXACT_INTEGERS};
 
 /// Why a program gave no value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -188,7 +188,7 @@ fn quantities(question: &str) -> Vec<Quantity<'_>> {
 /// used when the program writes it as `25`, `0.25`, `1.25` or `0.75`; a fraction `a/b`
 /// when it writes its value or both `a` and `b` (`b` alone when `a` is 1).
 pub fn unused_quantities<'q>(question: &'q str, inputs: &[f64]) -> Vec<&'q str> {
-    let has = |x: f64| inputs.iter().any(|i| close(*i, x));
+    let has = |x: f64| inputs.iter().any(|i| Tolerance::Check.close(*i, x));
     let mut out: Vec<&str> = Vec::new();
     for q in quantities(question) {
         let used = match q.kind {
@@ -715,11 +715,8 @@ fn describe(tok: &Tok) -> String {
     }
 }
 
-/// Integers are exact in an f64 up to here; beyond it a result could be silently rounded.
-const MAX_MAGNITUDE: f64 = 9_007_199_254_740_992.0; // 2^53
-
 fn finite(line: usize, v: f64) -> Result<f64, ProgramError> {
-    if v.is_finite() && v.abs() <= MAX_MAGNITUDE {
+    if v.is_finite() && v.abs() <= EXACT_INTEGERS {
         Ok(v)
     } else {
         Err(ProgramError::Arithmetic {

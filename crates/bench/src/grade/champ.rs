@@ -3,7 +3,9 @@
 //! graded deterministically; bare `Yes`/`No` golds are graded as yes/no; everything else
 //! (formulas in `n`, descriptions) needs a judge model.
 
-use super::{expr, extract_math, latex, yes_no_of, Grade};
+use r2_executor::numeric::{expr, Tolerance};
+
+use super::{extract_math, latex, yes_no_of, Grade};
 
 /// Trailing words that do not change a numeric answer ("2 inequalities", "98 values").
 const COUNT_WORDS: &[&str] = &[
@@ -119,7 +121,7 @@ pub(super) fn grade_champ(gold: &str, text: &str) -> Grade {
         if !stated.is_empty() {
             let ok = stated
                 .iter()
-                .all(|v| values.iter().any(|g| expr::close(*g, *v)));
+                .all(|v| values.iter().any(|g| Tolerance::Grading.close(*g, *v)));
             return Grade::new(ok, extracted, "champ-numeric");
         }
     }

@@ -2,8 +2,8 @@
 //! element-wise, unbracketed lists as multisets, matrices, equations), then numeric or
 //! sampled symbolic equality of the atoms.
 
-use super::expr;
 use super::latex::normalize;
+use r2_executor::numeric::expr;
 
 const MAX_DEPTH: usize = 4;
 

@@ -5,7 +5,7 @@
 //!
 //! | gold | method | check |
 //! |---|---|---|
-//! | `Number` | `numeric` | numeric equality; commas, `$`, units, `%`, `18.0` tolerated |
+//! | `Number` | `numeric` | numeric equality ([`Tolerance::Grading`]); commas, `$`, units, `%`, `18.0` tolerated |
 //! | `MathExpr` | `math-equiv` | normalised LaTeX, then structural/numeric/symbolic equality |
 //! | `Choice` | `choice` | option letter |
 //! | `YesNo` | `yes-no` | yes/no (true/false) |
@@ -16,11 +16,11 @@
 mod champ;
 mod equiv;
 pub mod exec;
-pub mod expr;
 pub mod latex;
 
 use r2_decomposer::TaskFamily;
 use r2_executor::answer::{after_marker, final_answer, last_boxed, last_code_block, last_number};
+use r2_executor::numeric::Tolerance;
 use serde::{Deserialize, Serialize};
 
 use crate::datasets::Gold;
@@ -28,6 +28,9 @@ use crate::datasets::Gold;
 pub use champ::{champ_needs_judge, gold_values as champ_gold_values};
 pub use equiv::math_equiv;
 pub use exec::{ExecLimits, ExecStatus};
+/// The answer evaluator lives with the executor's numeric comparisons; re-exported for the
+/// callers that reach it here (the fuzz targets).
+pub use r2_executor::numeric::expr;
 
 /// The verdict on one prediction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +76,7 @@ pub fn grade_with(gold: &Gold, text: &str, limits: &ExecLimits) -> Grade {
         Gold::Number(g) => {
             let extracted = extract_math(text);
             let ok = match (parse_number(g), parse_number(&extracted)) {
-                (Some(a), Some(b)) => expr::close(a, b),
+                (Some(a), Some(b)) => Tolerance::Grading.close(a, b),
                 _ => false,
             };
             Grade::new(ok, extracted, "numeric")
@@ -168,7 +171,8 @@ pub fn extract_math(text: &str) -> String {
 }
 
 /// A number from an answer phrase: `1,200`, `$18.00`, `18 dollars`, `25%`, `\frac{3}{4}`,
-/// `9 * 2 = 18`; else the first number in it.
+/// `9 * 2 = 18`; else the first number in it. Lenient, as grading wants: the gold decides
+/// what counts. (Escalation reads answers strictly: `r2_executor::numeric::plain_value`.)
 pub fn parse_number(s: &str) -> Option<f64> {
     let n = latex::normalize(s);
     if let Some(v) = expr::eval(&n) {

@@ -1,9 +1,13 @@
 //! A small, safe evaluator for the arithmetic found in answers: `+ - * / ^ !`, implicit
 //! multiplication (`2\sqrt{3}`, `3x`, `(x+1)(x-1)`), `\frac`, `\sqrt[n]{}`, `\binom`,
 //! `C(n, k)`, `\pi`, floor/ceil, `| |`, log/ln/exp/sin/cos/tan and single-letter variables.
-//! Input is untrusted: lengths and nesting depth are bounded, nothing is executed.
+//! The bench graders evaluate gold and predicted answers with it. Input is untrusted:
+//! lengths and nesting depth are bounded, nothing is executed, and a value is finite
+//! unless the input writes `\infty`.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use super::Tolerance;
 
 const MAX_LEN: usize = 4000;
 const MAX_DEPTH: usize = 100;
@@ -314,29 +318,15 @@ pub fn variables(s: &str) -> BTreeSet<char> {
         .collect()
 }
 
-/// Numbers equal up to a relative tolerance of 1e-9 (rounding in the evaluator, not in
-/// the answer: `0.333` is not `1/3`); two exactly representable integers must be equal;
-/// infinities equal only themselves.
-pub fn close(a: f64, b: f64) -> bool {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    if !a.is_finite() || !b.is_finite() {
-        return a == b;
-    }
-    if a.fract() == 0.0 && b.fract() == 0.0 && a.abs().max(b.abs()) < EXACT {
-        return a == b;
-    }
-    a == b || (a - b).abs() <= 1e-12 + 1e-9 * a.abs().max(b.abs())
-}
-
-/// Whether two expressions agree: as numbers, or (with the same variables) at several
-/// sample points.
+/// Whether two expressions agree under [`Tolerance::Grading`]: as numbers, or (with the
+/// same variables) at several sample points.
 pub fn equivalent(a: &str, b: &str) -> bool {
     let (va, vb) = (variables(a), variables(b));
     if va != vb || va.len() > 6 {
         return false;
     }
     if va.is_empty() {
-        return matches!((eval(a), eval(b)), (Some(x), Some(y)) if close(x, y));
+        return matches!((eval(a), eval(b)), (Some(x), Some(y)) if Tolerance::Grading.close(x, y));
     }
     let mut agreed = 0;
     for round in 0..4u32 {
@@ -352,7 +342,7 @@ pub fn equivalent(a: &str, b: &str) -> bool {
             .collect();
         match (eval_with(a, &vars), eval_with(b, &vars)) {
             (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
-                if !close(x, y) {
+                if !Tolerance::Grading.close(x, y) {
                     return false;
                 }
                 agreed += 1;
