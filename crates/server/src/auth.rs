@@ -17,6 +17,11 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// The configured name of the key a request was authorised with, set by the auth layer as
+/// a request extension; traces record it (never the key or its digest).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyName(pub String);
+
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }

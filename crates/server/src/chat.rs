@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::auth::KeyName;
 use crate::error::ApiError;
+use crate::traces::TraceMeta;
 use crate::wire::{self, Chat};
 use crate::AppState;
 
@@ -30,6 +32,26 @@ enum Target {
     PassThrough(usize),
     /// The routed pipeline under a policy.
     Routed(Arc<dyn Policy>),
+}
+
+/// Where a request came from and when it arrived: stored beside its trace.
+struct Origin {
+    key: Option<String>,
+    arrived: std::time::Instant,
+}
+
+impl Origin {
+    /// Store `ext` as the trace of request `id` (a failure is logged: the client still
+    /// gets its answer).
+    async fn store(&self, state: &AppState, id: &str, model: &str, ext: &Value) {
+        let meta = TraceMeta {
+            key: self.key.clone(),
+            latency_ms: Some(self.arrived.elapsed().as_secs_f64() * 1000.0),
+        };
+        if let Err(e) = state.traces.put(id, model, ext, meta).await {
+            tracing::warn!(error = %e, "trace not stored");
+        }
+    }
 }
 
 /// The result of one request, whatever its target.
@@ -193,6 +215,10 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let origin = Origin {
+        key: request.extensions().get::<KeyName>().map(|k| k.0.clone()),
+        arrived: std::time::Instant::now(),
+    };
     let json = request
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -217,7 +243,7 @@ pub async fn completions(
     let span =
         tracing::info_span!("chat", request_id = %id, model = %chat.model, stream = chat.stream);
     if chat.stream {
-        return Ok(stream(state, chat, target, id, permit)
+        return Ok(stream(state, chat, target, id, permit, origin)
             .instrument(span)
             .await);
     }
@@ -238,9 +264,7 @@ pub async fn completions(
                     done.push(step);
                 }
                 let ext = unfinished(&id, &target, done, &e);
-                if let Err(x) = state.traces.put(&id, &chat.model, &ext).await {
-                    tracing::warn!(error = %x, "trace not stored");
-                }
+                origin.store(&state, &id, &chat.model, &ext).await;
                 let mut resp = e.into_response();
                 set_headers(resp.headers_mut(), &id, None);
                 return Ok(resp);
@@ -249,9 +273,7 @@ pub async fn completions(
         let policy = policy_name(&target);
         let ext = wire::extension(&id, &policy, &outcome.answer);
         state.metrics.steps(&outcome.answer.steps);
-        if let Err(e) = state.traces.put(&id, &chat.model, &ext).await {
-            tracing::warn!(error = %e, "trace not stored");
-        }
+        origin.store(&state, &id, &chat.model, &ext).await;
         let lp = if chat.logprobs {
             wire::logprobs_value(outcome.logprobs.as_deref())
         } else {
@@ -317,6 +339,7 @@ async fn stream(
     target: Target,
     id: String,
     permit: tokio::sync::OwnedSemaphorePermit,
+    origin: Origin,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(64);
     let created = unix_now();
@@ -365,17 +388,13 @@ async fn stream(
                     state.metrics.error("client_disconnected");
                     let mut ext = unfinished_trace(&id, &target, done, "the client disconnected; the run was cancelled".into());
                     ext["status"] = json!("cancelled");
-                    if let Err(e) = state.traces.put(&id, &model, &ext).await {
-                        tracing::warn!(error = %e, "trace not stored");
-                    }
+                    origin.store(&state, &id, &model, &ext).await;
                     return;
                 }
                 Some(Err(e)) => {
                     state.metrics.error(e.code);
                     let ext = unfinished(&id, &target, done, &e);
-                    if let Err(e) = state.traces.put(&id, &model, &ext).await {
-                        tracing::warn!(error = %e, "trace not stored");
-                    }
+                    origin.store(&state, &id, &model, &ext).await;
                     let _ = tx.send(event(&e.body())).await;
                     let _ = tx.send(Event::default().data("[DONE]")).await;
                     return;
@@ -383,9 +402,7 @@ async fn stream(
             };
             let ext = wire::extension(&id, &policy_name(&target), &outcome.answer);
             state.metrics.steps(&outcome.answer.steps);
-            if let Err(e) = state.traces.put(&id, &model, &ext).await {
-                tracing::warn!(error = %e, "trace not stored");
-            }
+            origin.store(&state, &id, &model, &ext).await;
             let mut answer = wire::chunk(&id, created, &model, json!({"content": outcome.content}), None);
             if chat.logprobs {
                 answer["choices"][0]["logprobs"] = wire::logprobs_value(outcome.logprobs.as_deref());

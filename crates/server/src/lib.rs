@@ -8,8 +8,10 @@
 mod auth;
 mod chat;
 mod error;
+mod history;
 mod metrics;
 mod traces;
+mod ui;
 pub mod wire;
 
 use std::future::Future;
@@ -29,8 +31,9 @@ use tokio::sync::Semaphore;
 
 pub use auth::{digest, Keys};
 pub use error::{ApiError, ErrorKind};
+pub use history::{DEFAULT_LIMIT, MAX_BUCKETS, MAX_LIMIT};
 pub use metrics::Metrics;
-pub use traces::{TraceError, TraceStore};
+pub use traces::{Page, TraceError, TraceMeta, TraceStore};
 
 /// The listen address when neither `--listen` nor `[server] listen` gives one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -136,12 +139,15 @@ pub fn app(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models))
+        .route("/v1/traces", get(history::list))
         .route("/v1/traces/{id}", get(trace))
+        .route("/v1/spend", get(history::spend))
         .route("/metrics", get(prometheus))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), record));
     Router::new()
         .route("/health", get(health))
+        .merge(ui::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), record))
         .merge(protected)
         .method_not_allowed_fallback(method_not_allowed)
@@ -161,14 +167,22 @@ pub async fn serve(
         .await
 }
 
-async fn require_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+async fn require_key(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if state.keys.is_enabled() {
         let header = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         match state.keys.check(header) {
-            Some(name) => tracing::debug!(key = name, "authorised"),
+            Some(name) => {
+                tracing::debug!(key = name, "authorised");
+                let name = auth::KeyName(name.to_string());
+                request.extensions_mut().insert(name);
+            }
             None => return ApiError::unauthorized().into_response(),
         }
     }
@@ -218,7 +232,8 @@ async fn not_found(State(state): State<Arc<AppState>>, request: Request) -> ApiE
 /// valid key on a protected route, else 405, both OpenAI-shaped.
 async fn method_not_allowed(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
-    if path != "/health" && !authorised(&state, &request) {
+    let public = path == "/health" || ui::is_ui(&path);
+    if !public && !authorised(&state, &request) {
         return ApiError::unauthorized().into_response();
     }
     let allow = if path == "/v1/chat/completions" {

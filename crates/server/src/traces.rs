@@ -1,4 +1,5 @@
-//! Routing traces in embedded SQLite, served by `GET /v1/traces/{id}`.
+//! Routing traces in embedded SQLite, served by `GET /v1/traces/{id}`, listed by
+//! `GET /v1/traces` and summed by `GET /v1/spend` (`query`).
 //!
 //! Writes are taken off the response path: `put` hands the trace to one writer thread and
 //! returns; the writer stores whatever has queued up in one transaction. Until a trace is
@@ -7,6 +8,16 @@
 //! behind, `put` waits for room instead of letting memory grow. `flush` (called on
 //! graceful shutdown) returns once everything queued before it is committed. A batch whose
 //! commit fails (e.g. a full disk) is logged and dropped, so memory stays bounded.
+//!
+//! Schema (`PRAGMA user_version`): version 0 is `traces (id, created, model, body)`;
+//! version 1 adds `key` (the configured *name* of the API key that made the request, never
+//! the key or its digest; NULL without keys and on older rows), `latency_ms` (the request's
+//! wall-clock time; NULL on older rows) and an index on `created`. Opening a store migrates
+//! it in place, so trace databases written before version 1 stay readable.
+
+mod query;
+
+pub use query::Page;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,11 +35,24 @@ const QUEUE: usize = 4096;
 /// At most this many traces per transaction.
 const BATCH: usize = 512;
 
+/// The schema version this code writes (see the module docs).
+const SCHEMA_VERSION: i64 = 1;
+
+/// Who made a request and how long it took, stored beside its trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceMeta {
+    /// The configured name of the API key that made the request (`[server] api_keys`).
+    pub key: Option<String>,
+    /// Wall-clock time from the request's arrival to its trace being stored.
+    pub latency_ms: Option<f64>,
+}
+
 struct Row {
     id: String,
     created: f64,
     model: String,
     body: Arc<str>,
+    meta: TraceMeta,
 }
 
 enum Msg {
@@ -54,7 +78,7 @@ impl TraceStore {
     /// Open (creating) the store at `path`; `None` keeps traces in memory.
     pub fn open(path: Option<&Path>) -> Result<Self, TraceError> {
         let e = |e: rusqlite::Error| TraceError(e.to_string());
-        let conn = match path {
+        let mut conn = match path {
             Some(p) => {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir).map_err(|x| TraceError(x.to_string()))?;
@@ -68,11 +92,7 @@ impl TraceStore {
             }
             None => Connection::open_in_memory().map_err(e)?,
         };
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS traces (
-                id TEXT PRIMARY KEY, created REAL NOT NULL, model TEXT NOT NULL, body TEXT NOT NULL)",
-        )
-        .map_err(e)?;
+        migrate(&mut conn).map_err(e)?;
         let conn = Arc::new(Mutex::new(conn));
         let pending: Arc<Pending> = Arc::default();
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -91,6 +111,7 @@ impl TraceStore {
         id: &str,
         model: &str,
         body: &serde_json::Value,
+        meta: TraceMeta,
     ) -> Result<(), TraceError> {
         let body: Arc<str> = Arc::from(body.to_string());
         let created = std::time::SystemTime::now()
@@ -103,6 +124,7 @@ impl TraceStore {
             created,
             model: model.to_string(),
             body,
+            meta,
         };
         if self.tx.send(Msg::Put(row)).await.is_err() {
             lock(&self.pending).remove(id);
@@ -116,20 +138,29 @@ impl TraceStore {
         let body: Option<String> = match queued {
             Some(b) => Some(b.to_string()),
             None => {
-                let (conn, id) = (self.conn.clone(), id.to_string());
-                tokio::task::spawn_blocking(move || {
-                    lock(&conn)
-                        .query_row("SELECT body FROM traces WHERE id = ?1", params![id], |r| {
-                            r.get(0)
-                        })
-                        .optional()
-                        .map_err(|e| TraceError(e.to_string()))
+                let id = id.to_string();
+                self.blocking(move |conn| {
+                    conn.query_row("SELECT body FROM traces WHERE id = ?1", params![id], |r| {
+                        r.get(0)
+                    })
+                    .optional()
                 })
-                .await
-                .map_err(|e| TraceError(e.to_string()))??
+                .await?
             }
         };
         Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    /// Run `f` on the connection off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, TraceError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&lock(&conn)))
+            .await
+            .map_err(|e| TraceError(e.to_string()))?
+            .map_err(|e| TraceError(e.to_string()))
     }
 
     /// Wait until every trace put before this call is committed.
@@ -181,14 +212,49 @@ fn writer(mut rx: mpsc::Receiver<Msg>, conn: &Mutex<Connection>, pending: &Pendi
     }
 }
 
+/// Bring the schema to `SCHEMA_VERSION`, in one transaction. Each step checks what is
+/// there rather than trusting the version alone, so a half-migrated file cannot exist.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    t.execute_batch(
+        "CREATE TABLE IF NOT EXISTS traces (
+            id TEXT PRIMARY KEY, created REAL NOT NULL, model TEXT NOT NULL, body TEXT NOT NULL)",
+    )?;
+    let version: i64 = t.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        let columns: Vec<String> = t
+            .prepare("SELECT name FROM pragma_table_info('traces')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for (name, kind) in [("key", "TEXT"), ("latency_ms", "REAL")] {
+            if !columns.iter().any(|c| c == name) {
+                t.execute_batch(&format!("ALTER TABLE traces ADD COLUMN {name} {kind}"))?;
+            }
+        }
+        t.execute_batch("CREATE INDEX IF NOT EXISTS traces_created ON traces (created, id)")?;
+    }
+    if version < SCHEMA_VERSION {
+        t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    t.commit()
+}
+
 fn commit(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
     let t = conn.transaction()?;
     {
         let mut insert = t.prepare_cached(
-            "INSERT OR REPLACE INTO traces (id, created, model, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO traces (id, created, model, body, key, latency_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in rows {
-            insert.execute(params![r.id, r.created, r.model, &*r.body])?;
+            insert.execute(params![
+                r.id,
+                r.created,
+                r.model,
+                &*r.body,
+                r.meta.key,
+                r.meta.latency_ms
+            ])?;
         }
     }
     t.commit()
@@ -206,7 +272,12 @@ mod tests {
         let store = TraceStore::open(Some(&path)).unwrap();
         for i in 0..1000 {
             store
-                .put(&format!("id-{i}"), "m", &json!({"i": i}))
+                .put(
+                    &format!("id-{i}"),
+                    "m",
+                    &json!({"i": i}),
+                    TraceMeta::default(),
+                )
                 .await
                 .unwrap();
             // Readable straight after `put`, whether or not the writer has got to it.
@@ -216,7 +287,7 @@ mod tests {
             );
         }
         store
-            .put("id-7", "m", &json!({"i": "again"}))
+            .put("id-7", "m", &json!({"i": "again"}), TraceMeta::default())
             .await
             .unwrap();
         store.flush().await.unwrap();
