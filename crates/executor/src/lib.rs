@@ -3,6 +3,7 @@
 //! parallel, and a final synthesis step; returns the answer with a trace of every call.
 
 pub mod answer;
+mod escalate;
 pub mod numeric;
 pub mod program;
 pub mod prompts;

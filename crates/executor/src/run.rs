@@ -1,5 +1,7 @@
 //! The executor: decompose (or not, as the policy decides), allocate, run steps in
 //! dependency order with independent steps concurrent, synthesise, and trace every call.
+//! Final answers (direct or synthesis) are asked for through `escalate`, which checks them
+//! when the policy's escalation asks for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,13 +10,11 @@ use std::time::Duration;
 use futures::future::{join_all, BoxFuture, FutureExt, Shared};
 use r2_allocator::{Allocation, Escalation, Policy, PolicyError, Route, StepContext, StepKind};
 use r2_decomposer::{decompose_prompt, parse_plan, Plan, Subtask, TaskFamily};
-use r2_pool::{BackendError, ChatMessage, FinishReason, GenRequest, Pool, PoolCall, Sampling};
+use r2_pool::{BackendError, ChatMessage, GenRequest, Pool, PoolCall, Sampling};
 use tracing::Instrument;
 
-use crate::answer::{
-    final_answer, is_plain_number, same_answer, same_value, show_value, step_result,
-};
-use crate::program::{evaluate, unused_quantities, Computed, ProgramError};
+use crate::answer::step_result;
+use crate::escalate::{Checked, FinalCall};
 use crate::prompts;
 use crate::trace::{Answer, StepTrace};
 
@@ -82,22 +82,6 @@ struct StepOutcome {
     warnings: Vec<String>,
 }
 
-/// What every program of one checked answer shares.
-struct ProgramCtx<'a> {
-    text: &'a str,
-    question: &'a str,
-    depends_on: &'a [String],
-    model: usize,
-    request: &'a GenRequest,
-}
-
-/// A final answer with every call made to reach it (escalations included).
-struct Checked {
-    traces: Vec<StepTrace>,
-    answer: String,
-    warnings: Vec<String>,
-}
-
 type StepFuture<'a> = Shared<BoxFuture<'a, Result<Arc<StepOutcome>, ExecError>>>;
 
 impl<'p> Executor<'p> {
@@ -107,6 +91,10 @@ impl<'p> Executor<'p> {
 
     pub fn options(&self) -> &ExecOptions {
         &self.options
+    }
+
+    pub(crate) fn pool(&self) -> &'p Pool {
+        self.pool
     }
 
     fn request(&self, messages: Vec<ChatMessage>, max_tokens: u32) -> GenRequest {
@@ -119,7 +107,7 @@ impl<'p> Executor<'p> {
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         step: &str,
         model: usize,
@@ -136,7 +124,13 @@ impl<'p> Executor<'p> {
             })
     }
 
-    fn trace(&self, id: &str, text: &str, depends_on: Vec<String>, call: &PoolCall) -> StepTrace {
+    pub(crate) fn trace(
+        &self,
+        id: &str,
+        text: &str,
+        depends_on: Vec<String>,
+        call: &PoolCall,
+    ) -> StepTrace {
         let trace = StepTrace::from_call(id, text, depends_on, self.pool.id(call.model), call);
         if let Some(tx) = &self.options.progress {
             let _ = tx.send(trace.clone());
@@ -196,181 +190,15 @@ impl<'p> Executor<'p> {
             prompts::direct(family, question),
             self.options.answer_max_tokens,
         );
-        self.checked_answer(
+        let asked = FinalCall {
             id,
-            question.trim(),
+            text: question.trim(),
             question,
-            vec![],
+            depends_on: vec![],
             family,
-            model,
-            &request,
-            escalation,
-        )
-        .await
-    }
-
-    /// A final answer (direct or synthesis) from `model`. With `escalation`, an answer from
-    /// a model below the largest is checked on the same model: by the program it writes for
-    /// `question` (maths, `+program`; with `+retry:K`, up to K sampled programs more until
-    /// one confirms it), then by samples (`+agree`). If a check fails (or no answer could be
-    /// read), the next model up answers and is checked in turn.
-    #[allow(clippy::too_many_arguments)]
-    async fn checked_answer(
-        &self,
-        id: &str,
-        text: &str,
-        question: &str,
-        depends_on: Vec<String>,
-        family: TaskFamily,
-        mut model: usize,
-        request: &GenRequest,
-        escalation: Option<Escalation>,
-    ) -> Result<Checked, ExecError> {
-        let mut traces = Vec::new();
-        let mut warnings = Vec::new();
-        let mut call_id = id.to_string();
-        let mut rise = 0;
-        // Sample seeds follow the answer's own (0 when greedy), so no sample repeats it.
-        let base_seed = match request.sampling {
-            Sampling::Temperature { seed, .. } => seed,
-            Sampling::Greedy => 0,
+            request: &request,
         };
-        loop {
-            let call = self.call(&call_id, model, request).await?;
-            let answered = traces.len();
-            traces.push(self.trace(&call_id, text, depends_on.clone(), &call));
-            let answer = final_answer(family, &call.response.text);
-            let Some(esc) = escalation.filter(|_| model + 1 < self.pool.len()) else {
-                return Ok(Checked {
-                    traces,
-                    answer,
-                    warnings,
-                });
-            };
-            let mut why = None;
-            if answer.trim().is_empty() {
-                why = Some("gave no answer".to_string());
-            }
-            if esc.program && why.is_none() {
-                if family == TaskFamily::Math && !is_plain_number(&answer) {
-                    // No program value can equal `3/4` or `18 dollars`: spare the call.
-                    why = Some(format!(
-                        "answered '{answer}', not a plain number its program could confirm"
-                    ));
-                } else if family == TaskFamily::Math {
-                    let ctx = ProgramCtx {
-                        text,
-                        question,
-                        depends_on: &depends_on,
-                        model,
-                        request,
-                    };
-                    // The greedy program (as the answer was asked), then with `+retry` up to
-                    // K sampled ones, until one confirms the answer.
-                    let mut failures = Vec::new();
-                    for k in 0..=esc.retries {
-                        let (id, sampling) = match k {
-                            0 => (format!("{call_id}:program"), request.sampling),
-                            _ => (
-                                format!("{call_id}:retry{k}"),
-                                Sampling::Temperature {
-                                    temperature: esc.retry_temperature,
-                                    seed: base_seed.wrapping_add(k as u64),
-                                },
-                            ),
-                        };
-                        let (trace, value) = self.program_value(&ctx, &id, sampling).await?;
-                        traces.push(trace);
-                        let failure = match value {
-                            Err(e) => Some(format!("wrote a program that gives no value ({e})")),
-                            Ok(c) if !same_value(&answer, c.value) => {
-                                Some(format!("computed {} with its program", show_value(c.value)))
-                            }
-                            Ok(c) if esc.uses_all => {
-                                let unused = unused_quantities(question, &c.inputs);
-                                (!unused.is_empty()).then(|| {
-                                    format!(
-                                        "wrote a program that never uses {} from the question",
-                                        unused.join(", ")
-                                    )
-                                })
-                            }
-                            Ok(_) => None,
-                        };
-                        match failure {
-                            Some(why) => failures.push(why),
-                            None => {
-                                failures.clear();
-                                break;
-                            }
-                        }
-                    }
-                    why = match failures.len() {
-                        0 => None,
-                        1 => failures.pop(),
-                        n => Some(format!("{} ({n} programs)", failures.join("; "))),
-                    };
-                } else if rise == 0 {
-                    warnings.push(format!(
-                        "{id}: the program check applies to maths answers only; this {} answer is not program-checked",
-                        family.as_str()
-                    ));
-                }
-            }
-            let mut sample = 0;
-            while why.is_none() && sample < esc.samples {
-                sample += 1;
-                let mut again = request.clone();
-                again.sampling = Sampling::Temperature {
-                    temperature: esc.temperature,
-                    seed: base_seed.wrapping_add(sample as u64),
-                };
-                let sample_id = format!("{call_id}:agree{sample}");
-                let call = self.call(&sample_id, model, &again).await?;
-                traces.push(self.trace(&sample_id, text, depends_on.clone(), &call));
-                if !same_answer(family, &final_answer(family, &call.response.text), &answer) {
-                    why = Some(format!("disagreed with itself on sample {sample}"));
-                }
-            }
-            let Some(why) = why else {
-                // The step whose answer stands is the last one (what graders read).
-                let kept = traces.remove(answered);
-                traces.push(kept);
-                return Ok(Checked {
-                    traces,
-                    answer,
-                    warnings,
-                });
-            };
-            warnings.push(format!(
-                "{id}: {} {why}; escalated to {}",
-                self.pool.id(model),
-                self.pool.id(model + 1)
-            ));
-            model += 1;
-            rise += 1;
-            call_id = format!("{id}:up{rise}");
-        }
-    }
-
-    /// One program for the question, written by `ctx.model` with `sampling`: its trace and
-    /// what it computes (an error when it gives no value or was cut off).
-    async fn program_value(
-        &self,
-        ctx: &ProgramCtx<'_>,
-        id: &str,
-        sampling: Sampling,
-    ) -> Result<(StepTrace, Result<Computed, ProgramError>), ExecError> {
-        let mut asked = ctx.request.clone();
-        asked.messages = prompts::program(ctx.question);
-        asked.sampling = sampling;
-        let call = self.call(id, ctx.model, &asked).await?;
-        let trace = self.trace(id, ctx.text, ctx.depends_on.to_vec(), &call);
-        let program = match call.response.finish {
-            FinishReason::Length => Err(ProgramError::CutOff),
-            _ => evaluate(&call.response.text),
-        };
-        Ok((trace, program))
+        self.checked_answer(asked, model, escalation).await
     }
 
     /// The routed pipeline under `policy`, with `decomposer` writing the plan.
@@ -456,19 +284,15 @@ impl<'p> Executor<'p> {
                 prompts::synthesis(family, question, &results),
                 self.options.answer_max_tokens,
             );
-            let deps = synth.depends_on.iter().map(|d| d.to_string()).collect();
-            let checked = self
-                .checked_answer(
-                    "synthesis",
-                    &synth.text,
-                    question,
-                    deps,
-                    family,
-                    alloc.model,
-                    &request,
-                    escalation,
-                )
-                .await?;
+            let asked = FinalCall {
+                id: "synthesis",
+                text: &synth.text,
+                question,
+                depends_on: synth.depends_on.iter().map(|d| d.to_string()).collect(),
+                family,
+                request: &request,
+            };
+            let checked = self.checked_answer(asked, alloc.model, escalation).await?;
             steps.extend(checked.traces);
             warnings.extend(checked.warnings);
             Ok(finish(checked.answer, steps, warnings))
