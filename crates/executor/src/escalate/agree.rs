@@ -25,8 +25,7 @@ impl Agree {
             let mut again = asked.request.clone();
             again.sampling = under.sampling(self.temperature, sample);
             let id = under.id(&format!("agree{sample}"));
-            let call = exec.call(&id, under.model, &again).await?;
-            traces.push(exec.trace(&id, asked.text, asked.depends_on.clone(), &call));
+            let call = under.ask(exec, &id, &again, traces).await?;
             let said = final_answer(asked.family, &call.response.text);
             if !same_answer(asked.family, &said, &under.answer) {
                 return Ok(Verdict::Fail(format!(

@@ -20,7 +20,7 @@ mod program;
 
 use r2_allocator::Escalation;
 use r2_decomposer::TaskFamily;
-use r2_pool::{GenRequest, Sampling};
+use r2_pool::{GenRequest, PoolCall, Sampling};
 
 use crate::answer::final_answer;
 use crate::run::{ExecError, Executor};
@@ -59,6 +59,19 @@ impl UnderCheck<'_> {
     /// The id of a check's call: `1:program`, `1:up1:agree2`.
     fn id(&self, check: &str) -> String {
         format!("{}:{check}", self.call_id)
+    }
+
+    /// One call of a check on the answering model, traced as part of the answer's step.
+    async fn ask(
+        &self,
+        exec: &Executor<'_>,
+        id: &str,
+        request: &GenRequest,
+        traces: &mut Vec<StepTrace>,
+    ) -> Result<PoolCall, ExecError> {
+        let call = exec.call(id, self.model, request).await?;
+        traces.push(exec.trace(id, self.asked.text, self.asked.depends_on.clone(), &call));
+        Ok(call)
     }
 
     /// The sampling of a check's `k`-th sampled call (k ≥ 1).

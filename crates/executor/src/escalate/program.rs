@@ -60,8 +60,7 @@ impl ProgramCheck {
         let mut request = asked.request.clone();
         request.messages = prompts::program(asked.question);
         request.sampling = sampling;
-        let call = exec.call(id, under.model, &request).await?;
-        traces.push(exec.trace(id, asked.text, asked.depends_on.clone(), &call));
+        let call = under.ask(exec, id, &request, traces).await?;
         let computed = match call.response.finish {
             FinishReason::Length => Err(ProgramError::CutOff),
             _ => evaluate(&call.response.text),
