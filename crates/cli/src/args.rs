@@ -332,7 +332,7 @@ pub struct GrpoArgs {
     /// largest model) or `direct` (the question answered directly on the largest model,
     /// one call per question).
     #[arg(long, default_value = "decomposed", value_name = "decomposed|direct")]
-    pub normalise: r2_router::grpo::Normaliser,
+    pub normalise: r2_training::grpo::Normaliser,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]

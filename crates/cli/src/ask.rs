@@ -9,12 +9,14 @@ use anyhow::{Context, Result};
 use r2_decomposer::TaskFamily;
 use r2_executor::{Answer, ExecOptions, Executor};
 use r2_models::ModelCache;
-use r2_pool::{PoolConfig, Sampling};
-use r2_router::{parse_policy, RouterEnv};
+use r2_pool::Sampling;
+use r2_router::RouterEnv;
 use r2_runtime::{build_pool, RuntimeOptions};
+use r2_training::parse_policy;
 
 use crate::args::AskArgs;
 use crate::input_error;
+use crate::setup::load_config;
 
 pub fn read_question(arg: &str) -> Result<String> {
     let q = if arg == "-" {
@@ -31,14 +33,6 @@ pub fn read_question(arg: &str) -> Result<String> {
         return Err(input_error("the question is empty"));
     }
     Ok(q)
-}
-
-pub fn load_config(explicit: Option<&Path>, price_profile: Option<&str>) -> Result<PoolConfig> {
-    let mut config = PoolConfig::discover(explicit).map_err(|e| input_error(e.to_string()))?;
-    if let Some(p) = price_profile {
-        config.set_price_profile(p).map_err(input_error)?;
-    }
-    Ok(config)
 }
 
 pub async fn run(config_path: Option<&Path>, args: AskArgs) -> Result<()> {

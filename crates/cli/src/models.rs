@@ -7,8 +7,8 @@ use r2_models::ModelCache;
 use r2_pool::ModelSpec;
 
 use crate::args::ModelsAction;
-use crate::ask::load_config;
 use crate::input_error;
+use crate::setup::load_config;
 
 pub(crate) fn select<'a>(models: &'a [ModelSpec], ids: &[String]) -> Result<Vec<&'a ModelSpec>> {
     // Only local model files can be fetched, verified or measured; `openai` models are remote.

@@ -9,8 +9,8 @@ use r2_runtime::{build_pool, RuntimeOptions};
 use r2_server::{AppState, Keys, TraceStore, DEFAULT_LISTEN};
 
 use crate::args::ServeArgs;
-use crate::ask::load_config;
 use crate::input_error;
+use crate::setup::load_config;
 
 pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
     let config = load_config(config_path, args.price_profile.as_deref())?;
@@ -40,8 +40,9 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
     );
     // Every policy a client may name (the default and `[server] policies`) is loaded now,
     // routers and label files included; requests never name a file.
-    let parser: r2_server::PolicyParser =
-        Arc::new(move |name: &str, pool: &r2_pool::Pool| r2_router::parse_policy(name, pool, &env));
+    let parser: r2_server::PolicyParser = Arc::new(move |name: &str, pool: &r2_pool::Pool| {
+        r2_training::parse_policy(name, pool, &env)
+    });
     let pool = Arc::new(pool);
     let state = AppState::new(pool, keys, &server, traces.clone(), &parser)
         .map_err(|e| input_error(e.to_string()))?;

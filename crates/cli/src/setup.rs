@@ -1,5 +1,6 @@
-//! What `bench`, `train` and `calibrate` share: selecting dataset items, building the pool
-//! with the call cache, and the run settings.
+//! What the commands share: the pool config (every command reads it through
+//! [`load_config`]), and for `bench`, `route`, `train` and `calibrate` selecting dataset
+//! items, building the pool with the call cache, and the run settings.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,13 +14,23 @@ use r2_bench::{datasets, Item};
 use r2_callcache::CallCache;
 use r2_executor::ExecOptions;
 use r2_models::ModelCache;
-use r2_pool::Pool;
-use r2_router::{parse_policy, RouterEnv};
+use r2_pool::{Pool, PoolConfig};
+use r2_router::RouterEnv;
 use r2_runtime::{build_pool, RuntimeOptions};
+use r2_training::parse_policy;
 
 use crate::args::{DataArgs, RunArgs};
-use crate::ask::load_config;
 use crate::input_error;
+
+/// The pool config: the file named, else `./r2reasoner.toml` if present, else the embedded
+/// one ([`PoolConfig::discover`]); with `price_profile` made the active price profile.
+pub fn load_config(explicit: Option<&Path>, price_profile: Option<&str>) -> Result<PoolConfig> {
+    let mut config = PoolConfig::discover(explicit).map_err(|e| input_error(e.to_string()))?;
+    if let Some(p) = price_profile {
+        config.set_price_profile(p).map_err(input_error)?;
+    }
+    Ok(config)
+}
 
 pub struct Selection {
     pub items: Vec<Item>,

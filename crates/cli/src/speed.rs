@@ -32,9 +32,9 @@ use r2_pool::{BackendError, ChatMessage, GenRequest};
 use serde_json::json;
 
 use crate::args::BenchSpeedArgs;
-use crate::ask::load_config;
 use crate::input_error;
 use crate::models::select;
+use crate::setup::load_config;
 
 /// One model's measurements.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! `r2reasoner train label|sft|grpo` and `r2reasoner calibrate`.
+//! `r2reasoner train label|sft|grpo` and `r2reasoner calibrate`: argument handling,
+//! progress and output around `r2-training`, which does the work.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -7,18 +8,20 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use futures::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use r2_router::calibrate::{choose, sweep, Calibrated, Target, GRID};
 use r2_router::features::Featurizer;
-use r2_router::grpo::{Grpo, GrpoOptions};
-use r2_router::labels::{append_label, read_labels, LabelSet};
-use r2_router::net::{sibling, RouterNet};
-use r2_router::search::{label_question, ExecRunner, SearchOptions};
-use r2_router::sft::{report, save_with_metrics, train_sft, SftOptions};
-use r2_router::{RouterEnv, RouterError};
+use r2_router::net::sibling;
+use r2_router::{parse_learned, RouterEnv, RouterError};
+use r2_training::calibrate::{choose, sweep, Calibrated, Target, GRID};
+use r2_training::grpo::{Grpo, GrpoOptions};
+use r2_training::grpo_run::{self, DataNote};
+use r2_training::labels::{append_label, read_labels, LabelSet};
+use r2_training::search::{label_question, ExecRunner, SearchOptions};
+use r2_training::sft::{self, report, save_with_metrics, train_sft, SftOptions};
+use r2_training::TrainingError;
 
 use crate::args::{CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
 use crate::input_error;
-use crate::setup::{select_items, Session};
+use crate::setup::{load_config, select_items, Session};
 
 pub async fn run(config_path: Option<&Path>, action: TrainAction) -> Result<()> {
     match action {
@@ -41,28 +44,32 @@ fn bar(len: usize, prefix: &str) -> ProgressBar {
     bar
 }
 
-/// A router error caused by the user's files or arguments exits with code 2.
+/// A router error, classified as [`train_error`] does.
 fn router_error(e: RouterError) -> anyhow::Error {
-    match e {
-        RouterError::Tensor(_) | RouterError::Poisoned | RouterError::NotFinite { .. } => {
-            anyhow::Error::new(e)
-        }
-        other => input_error(other.to_string()),
+    train_error(e.into())
+}
+
+/// An error caused by the user's files or arguments exits with code 2.
+fn train_error(e: TrainingError) -> anyhow::Error {
+    if e.is_input_error() {
+        input_error(e.to_string())
+    } else {
+        anyhow::Error::new(e)
     }
 }
 
 /// A failed training run. On NaN (at `step` n, an epoch or an iteration) the last good
 /// weights are saved to `out` first, and the error says where they are.
-fn training_error(e: RouterError, out: &Path, step: &str) -> anyhow::Error {
+fn training_error(e: TrainingError, out: &Path, step: &str) -> anyhow::Error {
     match e {
-        RouterError::NotFinite { epoch, last_good } => match last_good.save(out) {
+        TrainingError::NotFinite { epoch, last_good } => match last_good.save(out) {
             Ok(()) => anyhow::anyhow!(
                 "training diverged (NaN) at {step} {epoch}; the last good weights were saved to {}",
                 out.display()
             ),
             Err(e) => router_error(e),
         },
-        e => router_error(e),
+        e => train_error(e),
     }
 }
 
@@ -72,7 +79,7 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
     let ids = session.pool_ids();
     // Resume: questions already labelled are skipped.
     let done: HashSet<String> = if args.out.exists() {
-        let set = read_labels(&args.out, &ids).map_err(router_error)?;
+        let set = read_labels(&args.out, &ids).map_err(train_error)?;
         set.questions.into_iter().map(|q| q.id).collect()
     } else {
         HashSet::new()
@@ -116,7 +123,7 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
     while let Some(q) = searches.next().await {
         labelled += 1;
         succeeded += usize::from(q.tried.iter().any(|t| t.correct));
-        append_label(&mut file, &q).map_err(router_error)?;
+        append_label(&mut file, &q).map_err(train_error)?;
         let (hits, misses) = session.cache_stats();
         bar.inc(1);
         bar.set_message(format!(
@@ -138,7 +145,7 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
 fn read_all_labels(paths: &[std::path::PathBuf], ids: &[String]) -> Result<LabelSet> {
     let mut all = LabelSet::default();
     for p in paths {
-        let set = read_labels(p, ids).map_err(router_error)?;
+        let set = read_labels(p, ids).map_err(train_error)?;
         crate::setup::warn_malformed(p, &set.malformed);
         all.questions.extend(set.questions);
         all.malformed.extend(set.malformed);
@@ -147,7 +154,7 @@ fn read_all_labels(paths: &[std::path::PathBuf], ids: &[String]) -> Result<Label
 }
 
 fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
-    let config = crate::ask::load_config(config_path, None)?;
+    let config = load_config(config_path, None)?;
     let ids: Vec<String> = config.ids().into_iter().map(String::from).collect();
     let labels = read_all_labels(&args.labels, &ids)?;
     if labels.questions.is_empty() {
@@ -169,7 +176,7 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
         hidden: args.hidden.max(1),
         holdout: args.holdout,
         threshold: args.threshold,
-        decompose_at: Some(r2_router::labels::decompose_position(
+        decompose_at: Some(r2_training::labels::decompose_position(
             &labels.questions,
             &config,
         )),
@@ -177,49 +184,23 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
     };
     let (mut net, metrics) = train_sft(&labels.questions, &ids, &features, &opts)
         .map_err(|e| training_error(e, &args.out, "epoch"))?;
-    // File names only: manifests get committed and shared.
-    let names: Vec<String> = args
-        .labels
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
-    net.manifest.notes.insert(
-        "questions".into(),
-        serde_json::json!(labels.questions.len()),
+    sft::note_run(
+        &mut net.manifest,
+        &args.labels,
+        labels.questions.len(),
+        args.seed,
+        &config.price_profile,
     );
-    net.manifest
-        .notes
-        .insert("labels".into(), serde_json::json!(names));
-    net.manifest
-        .notes
-        .insert("seed".into(), serde_json::json!(args.seed));
-    // The route order (decompose_at) was measured under this profile's prices.
-    net.manifest.notes.insert(
-        "price_profile".into(),
-        serde_json::json!(config.price_profile),
-    );
-    save_with_metrics(&mut net, &metrics, &args.out).map_err(router_error)?;
+    save_with_metrics(&mut net, &metrics, &args.out).map_err(train_error)?;
     let metrics_path = sibling(&args.out, "metrics.json");
     std::fs::write(
         &metrics_path,
         serde_json::to_string_pretty(&metrics)? + "\n",
     )?;
-    let order: Vec<String> = net
-        .route_candidates()
-        .iter()
-        .map(|c| match c {
-            r2_router::net::RouteCandidate::Direct(m) => format!("direct:{}", ids[*m]),
-            r2_router::net::RouteCandidate::Decompose => "decompose".into(),
-        })
-        .collect();
     println!(
         "route candidates, cheapest first on these labels ({} prices): {}",
         config.price_profile,
-        order.join(" < ")
+        sft::route_order(&net, &ids).join(" < ")
     );
     print!("{}", report(&metrics, &ids));
     println!(
@@ -232,21 +213,12 @@ fn sft(config_path: Option<&Path>, args: SftArgs) -> Result<()> {
 
 async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
     // A bad suffix fails before anything loads.
-    let escalation = match args.escalate.as_deref() {
-        None => None,
-        Some(suffix) => {
-            let named = format!("learned{}", suffix.trim());
-            match r2_allocator::Escalation::split(&named) {
-                Ok(("learned", Some(e))) => Some(e),
-                Ok(_) => {
-                    return Err(input_error(format!(
-                        "--escalate takes a policy suffix such as +retry or +program:all+retry, not '{suffix}'"
-                    )))
-                }
-                Err(e) => return Err(input_error(e.to_string())),
-            }
-        }
-    };
+    let escalation = args
+        .escalate
+        .as_deref()
+        .map(grpo_run::escalation)
+        .transpose()
+        .map_err(train_error)?;
     let selection = select_items(&args.data)?;
     let session = Session::open(config_path, &args.run)?;
     let (net, features) = session
@@ -255,30 +227,24 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         .map_err(router_error)?;
     let reference = net.snapshot().map_err(router_error)?;
     let net = Arc::try_unwrap(net).map_err(|_| anyhow::anyhow!("the router is shared"))?;
-    let n = selection.items.len();
-    let dev = args.dev.min(n.saturating_sub(1));
-    if n - dev == 0 {
-        return Err(input_error(
-            "GRPO needs at least one training question besides the dev set",
-        ));
-    }
-    let (train, dev) = selection.items.split_at(n - dev);
+    let (train, dev) = grpo_run::split_dev(&selection.items, args.dev).map_err(train_error)?;
     let settings = session.settings(std::env::temp_dir());
     let options = GrpoOptions {
-        group: args.group.max(2),
+        group: args.group,
         lambda: args.lambda,
         iterations: args.iterations,
-        batch: args.batch.max(1),
+        batch: args.batch,
         lr: args.lr,
         kl: args.kl,
-        patience: args.patience.max(1),
+        patience: args.patience,
         seed: args.seed,
         threshold: net.manifest.threshold,
         escalation,
         normaliser: args.normalise,
         ..Default::default()
-    };
-    let grpo = Grpo::new(&session.pool, &settings, features, options);
+    }
+    .checked();
+    let grpo = Grpo::new(&session.pool, &settings, features, options.clone());
     println!(
         "GRPO on {} training and {} dev questions",
         train.len(),
@@ -307,64 +273,25 @@ async fn grpo(config_path: Option<&Path>, args: GrpoArgs) -> Result<()> {
         })
         .await;
     let report = result.map_err(|e| training_error(e, &args.out, "iteration"))?;
-    // Train points score each iteration's batch of rollouts; dev points score the
-    // deterministic policy, starting from the initial one at iteration 0.
-    let series = |name: &str,
-                  initial: Option<f64>,
-                  f: &dyn Fn(&r2_router::grpo::IterLog) -> f64|
-     -> (String, Vec<(f64, f64)>) {
-        let start = initial.map(|v| (0.0, v));
-        (
-            name.to_string(),
-            start
-                .into_iter()
-                .chain(report.log.iter().map(|l| (l.iteration as f64, f(l))))
-                .collect(),
-        )
-    };
-    let d0 = &report.initial_dev;
     let plot_path = sibling(&args.out, "curves.png");
-    let curves = vec![
-        series("train reward (batch)", None, &|l| l.train.reward),
-        series("dev reward", Some(d0.reward), &|l| l.dev.reward),
-        series("train accuracy (batch)", None, &|l| l.train.accuracy),
-        series("dev accuracy", Some(d0.accuracy), &|l| l.dev.accuracy),
-        series("train relative cost (batch)", None, &|l| {
-            l.train.relative_cost
-        }),
-        series("dev relative cost", Some(d0.relative_cost), &|l| {
-            l.dev.relative_cost
-        }),
-    ];
-    if let Err(e) = r2_bench::plot::curves(&plot_path, "GRPO", "iteration", &curves) {
+    if let Err(e) = grpo_run::plot(&report, &plot_path) {
         eprintln!("warning: plot not written: {e}");
     }
-    // The manifest says how the saved weights were refined.
-    let mut best = RouterNet::load(&args.out).map_err(router_error)?;
-    best.manifest.notes.insert(
-        "grpo".into(),
-        serde_json::json!({
-            "data": selection.label,
-            "split": args.data.split,
-            "offset": args.data.offset,
-            "limit": args.data.limit,
-            "shuffle": args.data.shuffle,
-            "train_questions": train.len(),
-            "dev_questions": dev.len(),
-            "group": args.group.max(2),
-            "batch": args.batch.max(1),
-            "lambda": args.lambda,
-            "lr": args.lr,
-            "kl": args.kl,
-            "seed": args.seed,
-            "normaliser": args.normalise.name(),
-            "iterations_run": report.log.len(),
-            "best_iteration": report.best_iteration,
-            "initial_dev": report.initial_dev,
-            "best_dev": report.best_dev,
-        }),
-    );
-    best.save(&args.out).map_err(router_error)?;
+    let data = DataNote {
+        data: selection.label.clone(),
+        split: args.data.split.clone(),
+        offset: args.data.offset,
+        limit: args.data.limit,
+        shuffle: args.data.shuffle,
+    };
+    grpo_run::note(
+        &args.out,
+        &data,
+        (train.len(), dev.len()),
+        &options,
+        &report,
+    )
+    .map_err(train_error)?;
     println!(
         "dev reward {:+.3} → {:+.3} (best at iteration {}{}); wrote {}, {}, {}",
         report.initial_dev.reward,
@@ -389,23 +316,19 @@ fn or_dash(v: Option<f64>) -> String {
 }
 
 pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Result<()> {
-    let target =
-        match (args.target_cost, args.target_accuracy) {
-            (Some(c), None) if c.is_finite() && c >= 0.0 => Target::Cost(c),
-            (None, Some(a)) if a.is_finite() && a > 0.0 && a <= 100.0 => {
-                Target::Accuracy(if a > 1.0 { a / 100.0 } else { a })
-            }
-            _ => return Err(input_error(
-                "give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)",
-            )),
-        };
+    let target = Target::new(args.target_cost, args.target_accuracy).ok_or_else(|| {
+        input_error(
+            "give one of --target-cost USD (≥ 0) or --target-accuracy (0-1 or a percentage)",
+        )
+    })?;
     // A suffix (+program, +retry, ...) scores every threshold with that check, the way
     // the policy will run.
     let (policy, escalation) = r2_allocator::Escalation::split(args.policy.trim())
         .map_err(|e| input_error(e.to_string()))?;
-    let path = match policy.split_once(':') {
-        Some(("learned", p)) => p.rsplit_once('@').map(|(p, _)| p).unwrap_or(p).to_string(),
-        None if policy == "learned" => r2_router::SHIPPED_NAME.to_string(),
+    // The threshold a name may carry is what calibration chooses anew.
+    let path = match parse_learned(policy.trim()) {
+        Some(Ok(learned)) if !learned.query_level => learned.path,
+        Some(Err(e)) => return Err(input_error(e.to_string())),
         _ => {
             return Err(input_error(format!(
                 "calibrate needs a learned policy (learned:<path>), not '{}'",

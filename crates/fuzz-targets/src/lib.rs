@@ -20,7 +20,7 @@ use r2_executor::program::{self, ProgramError};
 use r2_files::{limits, Lines, MALFORMED_KEPT};
 use r2_openai::{body as openai_body, parse_retry_after, SseParser};
 use r2_pool::{ChatMessage, GenRequest, PoolConfig, Role, SourcePart};
-use r2_router::labels::{self as router_labels, LabelSet, RouteLabel};
+use r2_training::labels::{self as training_labels, LabelSet, RouteLabel};
 
 /// The separator between the fields of one input.
 pub const SEP: u8 = 0x1F;
@@ -456,10 +456,10 @@ const LABELS_MAX_LINE: usize = 2500;
 fn read_labels(bytes: &[u8], chunk: usize, max: u64, max_line: usize) -> Result<LabelSet, String> {
     let path = Path::new("fuzz/labels.jsonl");
     let lines = Lines::new(Trickle { bytes, chunk }, path, max, max_line);
-    router_labels::parse_labels(lines, path, &POOL.1).map_err(|e| e.to_string())
+    training_labels::parse_labels(lines, path, &POOL.1).map_err(|e| e.to_string())
 }
 
-/// The labels reader (`r2_router::labels::parse_labels` over an `r2_files::Lines` with
+/// The labels reader (`r2_training::labels::parse_labels` over an `r2_files::Lines` with
 /// limits of 3000 bytes and 2500 per line): mode = bytes per read of the source (1-10), then
 /// the file.
 ///
@@ -510,7 +510,7 @@ pub fn labels(data: &[u8]) {
         }
         q.decomposed_success();
         let mut line = Vec::new();
-        router_labels::append_label(&mut line, q).unwrap();
+        training_labels::append_label(&mut line, q).unwrap();
         let back = read_labels(&line, usize::MAX, limits::DATA, limits::LINE).unwrap();
         assert_eq!(
             back.questions,
@@ -519,5 +519,5 @@ pub fn labels(data: &[u8]) {
         );
         assert!(back.malformed.is_empty());
     }
-    assert!(router_labels::decompose_position(&set.questions, cfg) <= cfg.models.len());
+    assert!(training_labels::decompose_position(&set.questions, cfg) <= cfg.models.len());
 }

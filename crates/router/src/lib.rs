@@ -1,26 +1,24 @@
-//! The Reinforced Model Router of R2-Reasoner.
+//! The Reinforced Model Router of R2-Reasoner: what routing needs at inference time.
 //!
-//! - [`search`]: label search (direct answers on every model, then the cheapest correct
-//!   allocation of the decomposed plan) → a labels file ([`labels`]).
 //! - [`features`]: sentence embeddings (all-MiniLM-L6-v2 via candle) plus structural features.
 //! - [`net`]: the allocator network (step head, route head) with its manifest.
-//! - [`sft`]: supervised training on labels; [`grpo`]: reinforcement refinement
-//!   ([`grpo_math`] holds the formulas); [`calibrate`]: threshold choice.
-//! - [`policy`]: `learned:`, `query-level:` and `oracle:` policies behind the allocator's
-//!   `Policy` trait; [`parse_policy`] accepts every policy name.
+//! - [`choice`]: the threshold rule and its stop-process relaxation.
+//! - [`policy`]: the `learned:` and `query-level:` policies behind the allocator's
+//!   `Policy` trait, and the sampling policy GRPO's rollouts run; [`parse_policy`] accepts
+//!   them and the allocator's baselines, [`parse_learned`] reads a learned router's name.
+//! - [`rng`]: the seeded generator and hash every draw and initialisation comes from.
+//!
+//! Training (label search, labels, SFT, GRPO, calibration) is `r2-training`, which depends
+//! on this crate and never the other way round: routing links neither the benchmark
+//! harness nor the graders. Invariants: a router loads only for the pool and feature layout
+//! it was trained for ([`RouterEnv::load_router`]); deciding runs the network on CPU and
+//! calls no model.
 
-pub mod calibrate;
 pub mod choice;
 pub mod features;
-pub mod grpo;
-pub mod grpo_math;
-pub mod labels;
 pub mod net;
 pub mod policy;
 pub mod rng;
-pub mod search;
-pub mod sft;
-pub mod train;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -31,7 +29,7 @@ use r2_pool::Pool;
 
 use features::{Encoder, Featurizer, HashEncoder, MiniLm, MiniLmDistilled, MINILM_DISTILLED};
 use net::RouterNet;
-use policy::{LearnedPolicy, OraclePolicy};
+use policy::LearnedPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -39,14 +37,6 @@ pub enum RouterError {
     Invalid(String),
     #[error("{}: {reason}", path.display())]
     Io { path: PathBuf, reason: String },
-    #[error(transparent)]
-    File(#[from] r2_files::FileError),
-    #[error("labels {}: line {line}: {reason}", path.display())]
-    Labels {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
     #[error("router {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
     #[error("this router was trained for the pool [{}] but the pool is [{}]; retrain it for this pool (r2reasoner train label / sft)", trained.join(", "), pool.join(", "))]
@@ -58,17 +48,18 @@ pub enum RouterError {
     LayoutMismatch { trained: String, now: String },
     #[error("embedding: {0}")]
     Encoder(String),
-    #[error(
-        "training diverged (NaN or infinity) at step {epoch}; the last good weights were kept"
-    )]
-    NotFinite {
-        epoch: usize,
-        last_good: Box<RouterNet>,
-    },
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("a lock was poisoned")]
     Poisoned,
+}
+
+impl RouterError {
+    /// Whether the user's files or arguments caused this error (the CLI exits with code 2);
+    /// tensor failures and poisoned locks are not.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(self, RouterError::Tensor(_) | RouterError::Poisoned)
+    }
 }
 
 impl std::fmt::Debug for RouterNet {
@@ -202,25 +193,69 @@ impl RouterEnv {
     }
 }
 
-/// `path[@threshold]`.
-fn split_threshold(policy: &str, arg: &str) -> Result<(String, Option<f64>), PolicyError> {
-    if let Some((p, t)) = arg.rsplit_once('@') {
-        let t: f64 = t
-            .parse()
-            .ok()
-            .filter(|t: &f64| *t > 0.0 && *t < 1.0)
-            .ok_or_else(|| PolicyError::Invalid {
-                policy: policy.to_string(),
-                reason: format!("threshold '{t}' must be a number strictly between 0 and 1"),
-            })?;
-        return Ok((p.to_string(), Some(t)));
+/// How every policy name splits into a kind and its argument: `kind[:arg]`, where
+/// `learned@t` (a kind with a threshold and no argument) is the shipped router at `t`.
+pub fn split_kind(name: &str) -> (&str, String) {
+    let (kind, arg) = match name.split_once(':') {
+        Some((k, a)) => (k, a),
+        None => (name, ""),
+    };
+    match kind.split_once('@') {
+        // `learned@0.7`: the shipped router at a threshold.
+        Some((k, t)) if arg.is_empty() => (k, format!("{SHIPPED_NAME}@{t}")),
+        _ => (kind, arg.to_string()),
     }
-    Ok((arg.to_string(), None))
 }
 
-/// Every policy name: the allocator's baselines plus `learned[:<path>][@t]` (no path: the
-/// shipped router), `query-level[:<path>][@t]` and `oracle:<labels.jsonl>`, each with an
-/// optional `+agree[:K[@T]]`, `+program[:all]` and/or `+retry[:K[@T]]` suffix (see [`Escalation`]).
+/// A learned router as a policy names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedName {
+    /// `query-level`: never decompose.
+    pub query_level: bool,
+    /// A weights file, or [`SHIPPED_NAME`].
+    pub path: String,
+    /// The threshold the name sets (None: the manifest's).
+    pub threshold: Option<f64>,
+}
+
+/// `learned[:<path>][@t]` (no path: the shipped router) or `query-level[:<path>][@t]`,
+/// without a check suffix; None when `name` names no learned router. A threshold must lie
+/// strictly between 0 and 1. `calibrate` and [`parse_policy`] both read names through here.
+pub fn parse_learned(name: &str) -> Option<Result<LearnedName, PolicyError>> {
+    let (kind, arg) = split_kind(name);
+    if kind != "learned" && kind != "query-level" {
+        return None;
+    }
+    let arg = if arg.is_empty() {
+        SHIPPED_NAME.to_string()
+    } else {
+        arg
+    };
+    let Some((path, t)) = arg.rsplit_once('@') else {
+        return Some(Ok(LearnedName {
+            query_level: kind == "query-level",
+            path: arg,
+            threshold: None,
+        }));
+    };
+    let threshold = t
+        .parse()
+        .ok()
+        .filter(|t: &f64| *t > 0.0 && *t < 1.0)
+        .ok_or_else(|| PolicyError::Invalid {
+            policy: name.to_string(),
+            reason: format!("threshold '{t}' must be a number strictly between 0 and 1"),
+        });
+    Some(threshold.map(|t| LearnedName {
+        query_level: kind == "query-level",
+        path: path.to_string(),
+        threshold: Some(t),
+    }))
+}
+
+/// The allocator's baselines plus `learned[:<path>][@t]` (no path: the shipped router) and
+/// `query-level[:<path>][@t]`, each with an optional `+agree[:K[@T]]`, `+program[:all]`
+/// and/or `+retry[:K[@T]]` suffix (see [`Escalation`]). `r2-training` adds `oracle:`.
 pub fn parse_policy(
     name: &str,
     pool: &Pool,
@@ -234,59 +269,30 @@ pub fn parse_policy(
 }
 
 fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy>, PolicyError> {
-    let (kind, arg) = match name.split_once(':') {
-        Some((k, a)) => (k, a),
-        None => (name, ""),
+    let Some(learned) = parse_learned(name) else {
+        return r2_allocator::parse_policy(name, pool);
     };
-    let (kind, arg) = match kind.split_once('@') {
-        // `learned@0.7`: the shipped router at a threshold.
-        Some((k, t)) if arg.is_empty() => (k, format!("{SHIPPED_NAME}@{t}")),
-        _ => (kind, arg.to_string()),
+    let learned = learned?;
+    let (net, features) =
+        env.load_router(&learned.path, pool)
+            .map_err(|e| PolicyError::Invalid {
+                policy: name.to_string(),
+                reason: e.to_string(),
+            })?;
+    let threshold = learned.threshold.unwrap_or(net.manifest.threshold);
+    let kind = if learned.query_level {
+        "query-level"
+    } else {
+        "learned"
     };
-    let invalid = |e: RouterError| PolicyError::Invalid {
-        policy: name.to_string(),
-        reason: e.to_string(),
-    };
-    match kind {
-        "learned" | "query-level" => {
-            let arg = if arg.is_empty() {
-                SHIPPED_NAME.to_string()
-            } else {
-                arg
-            };
-            let (path, t) = split_threshold(name, &arg)?;
-            let (net, features) = env.load_router(&path, pool).map_err(invalid)?;
-            let threshold = t.unwrap_or(net.manifest.threshold);
-            Ok(Box::new(Named {
-                name: format!("{kind}:{path}@{threshold}"),
-                inner: Box::new(LearnedPolicy {
-                    net,
-                    features,
-                    threshold,
-                    query_level: kind == "query-level",
-                }),
-                escalation: None,
-            }))
-        }
-        "oracle" => {
-            if arg.is_empty() {
-                return Err(PolicyError::Invalid {
-                    policy: name.to_string(),
-                    reason: "needs a labels file, e.g. oracle:labels.jsonl".into(),
-                });
-            }
-            let ids: Vec<String> = (0..pool.len()).map(|m| pool.id(m).to_string()).collect();
-            let set = labels::read_labels(Path::new(&arg), &ids).map_err(invalid)?;
-            Ok(Box::new(Named {
-                name: format!("oracle:{arg}"),
-                inner: Box::new(OraclePolicy::new(
-                    set.questions,
-                    pool.config.clone(),
-                    arg.clone(),
-                )),
-                escalation: None,
-            }))
-        }
-        _ => r2_allocator::parse_policy(name, pool),
-    }
+    Ok(Box::new(Named {
+        name: format!("{kind}:{}@{threshold}", learned.path),
+        inner: Box::new(LearnedPolicy {
+            net,
+            features,
+            threshold,
+            query_level: learned.query_level,
+        }),
+        escalation: None,
+    }))
 }

@@ -1,18 +1,20 @@
-//! The policies this crate adds: `learned:<path>[@t]`, `query-level:<path>[@t]`,
-//! `oracle:<labels>`, plus the pinned route used by the label search and the sampling
-//! policy used by GRPO rollouts.
+//! The policies a trained router drives: `learned:<path>[@t]` and `query-level:<path>[@t]`
+//! ([`LearnedPolicy`]), and the sampling policy of GRPO rollouts ([`SamplingPolicy`]).
+//!
+//! Invariants: both read a question and a step through the same feature rows and logits
+//! (`route_scores`, `step_scores`), so what GRPO samples is the relaxation of what
+//! `learned` decides; `learned` takes the first option clearing its threshold
+//! ([`first_clearing`]); a sampled draw is a pure function of (seed, question, step).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use r2_allocator::{Allocation, Escalation, Policy, PolicyError, Route, StepContext, StepKind};
-use r2_decomposer::{Plan, TaskFamily};
+use r2_decomposer::TaskFamily;
 use r2_pool::Pool;
 
 use crate::choice::{first_clearing, sample_stop, sigmoid, stop_log_probs, Fallback};
 use crate::features::{Featurizer, StepInfo};
-use crate::labels::{QuestionLabel, RouteLabel};
 use crate::net::{RouteCandidate, RouterNet};
 use crate::rng::{fnv1a, SplitMix64};
 
@@ -31,72 +33,8 @@ pub fn step_info(step: &StepContext<'_>) -> StepInfo {
     }
 }
 
-fn position(step: &StepContext<'_>) -> usize {
-    step_info(step).position
-}
-
 fn call_err(e: crate::RouterError) -> PolicyError {
     PolicyError::Call(e.to_string())
-}
-
-/// A fixed route, for executing a chosen allocation (label search, the oracle). Steps the
-/// allocation does not cover (a plan longer than expected) go to the largest model. The
-/// plan the executor used is recorded.
-pub struct PinnedPolicy {
-    pub route: PinnedRoute,
-    plan: Mutex<Option<Plan>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PinnedRoute {
-    Direct(usize),
-    /// Model per plan position, synthesis last.
-    Decompose(Vec<usize>),
-}
-
-impl PinnedPolicy {
-    pub fn new(route: PinnedRoute) -> Self {
-        Self {
-            route,
-            plan: Mutex::new(None),
-        }
-    }
-
-    /// The plan seen while allocating (None for direct routes).
-    pub fn plan(&self) -> Option<Plan> {
-        self.plan.lock().ok().and_then(|p| p.clone())
-    }
-}
-
-#[async_trait]
-impl Policy for PinnedPolicy {
-    fn name(&self) -> String {
-        match &self.route {
-            PinnedRoute::Direct(m) => format!("pinned:direct:{m}"),
-            PinnedRoute::Decompose(a) => format!("pinned:{a:?}"),
-        }
-    }
-
-    async fn route(&self, _q: &str, _f: TaskFamily, _pool: &Pool) -> Result<Route, PolicyError> {
-        Ok(match self.route {
-            PinnedRoute::Direct(model) => Route::Direct { model, score: 1.0 },
-            PinnedRoute::Decompose(_) => Route::Decompose,
-        })
-    }
-
-    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
-        if let Ok(mut p) = self.plan.lock() {
-            if p.is_none() {
-                *p = Some(step.plan.clone());
-            }
-        }
-        let largest = step.pool.len() - 1;
-        let model = match &self.route {
-            PinnedRoute::Direct(m) => *m,
-            PinnedRoute::Decompose(a) => a.get(position(&step)).copied().unwrap_or(largest),
-        };
-        Ok(Allocation::plain(model.min(largest), 1.0))
-    }
 }
 
 /// `learned:<path>[@t]`: the route head takes the cheapest route (direct on a model, or
@@ -298,81 +236,5 @@ impl Policy for SamplingPolicy {
 
     fn escalation(&self) -> Option<Escalation> {
         self.escalation
-    }
-}
-
-/// `oracle:<labels>`: replays each question's cheapest correct labelled route (evaluation
-/// only). A question without a correct route goes direct to the largest model; a question
-/// missing from the labels is an error for that item.
-pub struct OraclePolicy {
-    by_question: HashMap<String, QuestionLabel>,
-    pool_config: r2_pool::PoolConfig,
-    source: String,
-}
-
-impl OraclePolicy {
-    pub fn new(
-        labels: Vec<QuestionLabel>,
-        pool_config: r2_pool::PoolConfig,
-        source: String,
-    ) -> Self {
-        let by_question = labels
-            .into_iter()
-            .map(|q| (q.question.trim().to_string(), q))
-            .collect();
-        Self {
-            by_question,
-            pool_config,
-            source,
-        }
-    }
-
-    fn pinned(&self, question: &str) -> Result<PinnedRoute, PolicyError> {
-        let q = self
-            .by_question
-            .get(question.trim())
-            .ok_or_else(|| PolicyError::Invalid {
-                policy: format!("oracle:{}", self.source),
-                reason: "this question is not in the labels".into(),
-            })?;
-        let index = |id: &str| self.pool_config.models.iter().position(|m| m.id == id);
-        let largest = self.pool_config.models.len() - 1;
-        Ok(
-            match q.cheapest_correct(&self.pool_config).map(|t| &t.route) {
-                Some(RouteLabel::Direct { model }) => {
-                    PinnedRoute::Direct(index(model).unwrap_or(largest))
-                }
-                Some(RouteLabel::Decompose { allocation }) => PinnedRoute::Decompose(
-                    allocation
-                        .iter()
-                        .map(|m| index(m).unwrap_or(largest))
-                        .collect(),
-                ),
-                None => PinnedRoute::Direct(largest),
-            },
-        )
-    }
-}
-
-#[async_trait]
-impl Policy for OraclePolicy {
-    fn name(&self) -> String {
-        format!("oracle:{}", self.source)
-    }
-
-    async fn route(
-        &self,
-        question: &str,
-        family: TaskFamily,
-        pool: &Pool,
-    ) -> Result<Route, PolicyError> {
-        PinnedPolicy::new(self.pinned(question)?)
-            .route(question, family, pool)
-            .await
-    }
-
-    async fn allocate(&self, step: StepContext<'_>) -> Result<Allocation, PolicyError> {
-        let pinned = PinnedPolicy::new(self.pinned(step.question)?);
-        pinned.allocate(step).await
     }
 }

@@ -16,10 +16,10 @@ use r2_bench::run::{ModelUsage, RunSettings};
 use r2_bench::Item;
 use r2_decomposer::Plan;
 use r2_pool::Pool;
+use r2_router::features::StepInfo;
 
-use crate::features::StepInfo;
 use crate::labels::{QuestionLabel, RouteLabel, StepLabel, TriedRoute};
-use crate::policy::{PinnedPolicy, PinnedRoute};
+use crate::pinned::{PinnedPolicy, PinnedRoute};
 
 /// The outcome of executing one pinned route on one question.
 #[derive(Debug, Clone, Default)]

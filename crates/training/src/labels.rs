@@ -1,5 +1,11 @@
 //! The labels file (`train label` writes it; SFT, the oracle and GRPO's normaliser read
 //! it): one JSON object per question.
+//!
+//! Invariants: a label is appended as one write of its line and newline, then flushed, so a
+//! killed run leaves at most a partial last line; reading is bounded (`r2-files`), skips
+//! malformed lines (keeping the first few) and refuses a model id the pool lacks; usage is
+//! kept as tokens, so any price profile recomputes a route's cost; a written label reads
+//! back equal.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,10 +14,10 @@ use std::path::Path;
 use r2_bench::run::ModelUsage;
 use r2_decomposer::TaskFamily;
 use r2_pool::PoolConfig;
+use r2_router::features::StepInfo;
 use serde::{Deserialize, Serialize};
 
-use crate::features::StepInfo;
-use crate::RouterError;
+use crate::TrainingError;
 
 /// A route as stored: answer directly with one model, or decompose and run step `i`
 /// (plan order, then the synthesis step) on `allocation[i]`.
@@ -167,7 +173,7 @@ pub struct LabelSet {
 /// error ends the read and is an error). Malformed lines are skipped and reported with
 /// their line numbers; a model id the pool does not have is an error (the labels belong
 /// to another pool).
-pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, RouterError> {
+pub fn read_labels(path: &Path, pool: &[String]) -> Result<LabelSet, TrainingError> {
     let lines = r2_files::lines(path, r2_files::limits::DATA, r2_files::limits::LINE)?;
     parse_labels(lines, path, pool)
 }
@@ -177,7 +183,7 @@ pub fn parse_labels<R: std::io::Read>(
     lines: r2_files::Lines<R>,
     path: &Path,
     pool: &[String],
-) -> Result<LabelSet, RouterError> {
+) -> Result<LabelSet, TrainingError> {
     let mut set = LabelSet {
         questions: Vec::new(),
         malformed: r2_files::Malformed::new(r2_files::MALFORMED_KEPT),
@@ -212,7 +218,7 @@ pub fn parse_labels<R: std::io::Read>(
             }
         }
         if let Some(bad) = ids.into_iter().find(|id| !known(id)) {
-            return Err(RouterError::Labels {
+            return Err(TrainingError::Labels {
                 path: path.to_path_buf(),
                 line: n,
                 reason: format!(
@@ -227,13 +233,13 @@ pub fn parse_labels<R: std::io::Read>(
 }
 
 /// Append one question's labels (one line, flushed).
-pub fn append_label(file: &mut impl Write, q: &QuestionLabel) -> Result<(), RouterError> {
-    let mut line = serde_json::to_string(q).map_err(|e| RouterError::Invalid(e.to_string()))?;
+pub fn append_label(file: &mut impl Write, q: &QuestionLabel) -> Result<(), TrainingError> {
+    let mut line = serde_json::to_string(q).map_err(|e| TrainingError::Invalid(e.to_string()))?;
     line.push('\n');
     // One write for the record and its newline, so a kill cannot fall between them.
     file.write_all(line.as_bytes())
         .and_then(|_| file.flush())
-        .map_err(|e| RouterError::Invalid(format!("cannot write labels: {e}")))
+        .map_err(|e| TrainingError::Invalid(format!("cannot write labels: {e}")))
 }
 
 #[cfg(test)]

@@ -1,18 +1,23 @@
 //! Supervised fine-tuning of the allocator on labels: the step head learns, per pool
 //! model, whether a step run on it keeps the answer right; the route head learns whether
 //! each direct answer and the decomposed plan answer correctly.
+//!
+//! Invariants: the held-out split is a seeded hash of each question's id, so it does not
+//! depend on file order; initialisation and shuffles are seeded; a non-finite loss or
+//! weight stops training with the last good weights ([`TrainingError::NotFinite`]); the
+//! manifest records the labels' families and the measured route order (`decompose_at`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use r2_router::choice::{first_clearing, sigmoid, Fallback};
+use r2_router::features::Featurizer;
+use r2_router::net::{to_tensor, Manifest, RouteCandidate, RouterNet};
 use serde::Serialize;
 
-use crate::choice::{first_clearing, sigmoid, Fallback};
-use crate::features::Featurizer;
 use crate::labels::QuestionLabel;
-use crate::net::{to_tensor, RouteCandidate, RouterNet};
-use crate::train::{masked_bce, scalar};
-use crate::RouterError;
+use crate::tensor::{masked_bce, scalar};
+use crate::TrainingError;
 
 #[derive(Debug, Clone)]
 pub struct SftOptions {
@@ -69,7 +74,7 @@ pub fn step_examples(
     labels: &[QuestionLabel],
     pool: &[String],
     f: &Featurizer,
-) -> Result<Examples, RouterError> {
+) -> Result<Examples, TrainingError> {
     let mut ex = Examples::default();
     let n = pool.len();
     for q in labels {
@@ -99,7 +104,7 @@ pub fn route_examples(
     pool: &[String],
     candidates: &[RouteCandidate],
     f: &Featurizer,
-) -> Result<Examples, RouterError> {
+) -> Result<Examples, TrainingError> {
     let mut ex = Examples::default();
     for q in labels {
         let mut y = Vec::new();
@@ -141,7 +146,8 @@ pub struct SftMetrics {
 fn split(labels: &[QuestionLabel], opts: &SftOptions) -> (Vec<QuestionLabel>, Vec<QuestionLabel>) {
     let (mut train, mut held) = (Vec::new(), Vec::new());
     for q in labels {
-        let h = crate::rng::SplitMix64::stream(opts.seed, &[crate::rng::fnv1a(&q.id)]).unit();
+        let h =
+            r2_router::rng::SplitMix64::stream(opts.seed, &[r2_router::rng::fnv1a(&q.id)]).unit();
         if h < opts.holdout {
             held.push(q.clone());
         } else {
@@ -162,9 +168,9 @@ pub fn train_sft(
     pool: &[String],
     f: &Featurizer,
     opts: &SftOptions,
-) -> Result<(RouterNet, SftMetrics), RouterError> {
+) -> Result<(RouterNet, SftMetrics), TrainingError> {
     if labels.is_empty() {
-        return Err(RouterError::Invalid(
+        return Err(TrainingError::Invalid(
             "the labels file has no usable questions".into(),
         ));
     }
@@ -176,7 +182,7 @@ pub fn train_sft(
     net.manifest.add_families(train.iter().map(|q| q.family));
     let steps = step_examples(&train, pool, f)?;
     let routes = route_examples(&train, pool, &net.route_candidates(), f)?;
-    let tensors = |e: &Examples| -> Result<Option<[candle_core::Tensor; 3]>, RouterError> {
+    let tensors = |e: &Examples| -> Result<Option<[candle_core::Tensor; 3]>, TrainingError> {
         if e.x.is_empty() {
             return Ok(None);
         }
@@ -212,7 +218,7 @@ pub fn train_sft(
         let Some(loss) = loss else { break };
         let value = scalar(&loss)?;
         if !value.is_finite() {
-            return Err(RouterError::NotFinite {
+            return Err(TrainingError::NotFinite {
                 epoch,
                 last_good: Box::new(good),
             });
@@ -220,7 +226,7 @@ pub fn train_sft(
         last = value;
         opt.backward_step(&loss)?;
         if !net.is_finite()? {
-            return Err(RouterError::NotFinite {
+            return Err(TrainingError::NotFinite {
                 epoch,
                 last_good: Box::new(good),
             });
@@ -243,7 +249,7 @@ pub fn evaluate(
     pool: &[String],
     f: &Featurizer,
     threshold: f64,
-) -> Result<SftMetrics, RouterError> {
+) -> Result<SftMetrics, TrainingError> {
     let n = pool.len();
     let steps = step_examples(labels, pool, f)?;
     let routes = route_examples(labels, pool, &net.route_candidates(), f)?;
@@ -321,11 +327,47 @@ pub fn save_with_metrics(
     net: &mut RouterNet,
     metrics: &SftMetrics,
     path: &Path,
-) -> Result<(), RouterError> {
+) -> Result<(), TrainingError> {
     if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(metrics) {
         net.manifest
             .notes
             .insert("sft_metrics".into(), serde_json::Value::Object(map));
     }
-    net.save(path)
+    Ok(net.save(path)?)
+}
+
+/// Record in the manifest what the weights were trained on: the labels' file names (names
+/// only: manifests get committed and shared), how many questions, the seed, and the price
+/// profile the route order (`decompose_at`) was measured under.
+pub fn note_run(
+    manifest: &mut Manifest,
+    labels: &[PathBuf],
+    questions: usize,
+    seed: u64,
+    price_profile: &str,
+) {
+    let names: Vec<String> = labels
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let notes = &mut manifest.notes;
+    notes.insert("questions".into(), serde_json::json!(questions));
+    notes.insert("labels".into(), serde_json::json!(names));
+    notes.insert("seed".into(), serde_json::json!(seed));
+    notes.insert("price_profile".into(), serde_json::json!(price_profile));
+}
+
+/// The route head's candidates, cheapest first, as `direct:<model id>` and `decompose`.
+pub fn route_order(net: &RouterNet, pool: &[String]) -> Vec<String> {
+    net.route_candidates()
+        .iter()
+        .map(|c| match c {
+            RouteCandidate::Direct(m) => format!("direct:{}", pool[*m]),
+            RouteCandidate::Decompose => "decompose".into(),
+        })
+        .collect()
 }

@@ -12,6 +12,11 @@
 //! decomposed plan with every step on the largest model, or (`Normaliser::Direct`) the cost
 //! of answering directly on the largest model, the baseline cost figures are reported
 //! against. The latter is one call per question instead of a decomposition and every step.
+//!
+//! Invariants: each rollout's seed is fixed by its place in the batch and rollouts are
+//! collected in that order, so concurrency does not change what is learned; every drawn
+//! group is in the loss; a non-finite loss or weight stops training with the last good
+//! weights; `out` holds the checkpoint [`Selection`] keeps at every moment.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,16 +30,17 @@ use r2_allocator::Escalation;
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
+use r2_router::choice::Fallback;
+use r2_router::features::Featurizer;
+use r2_router::net::{sibling, to_tensor, Mlp, RouterNet};
+use r2_router::policy::{Decision, LearnedPolicy, SamplingPolicy};
+use r2_router::rng::SplitMix64;
 use serde::Serialize;
 
-use crate::choice::Fallback;
-use crate::features::Featurizer;
 use crate::grpo_math::{group_advantages, reward};
-use crate::net::{sibling, to_tensor, Mlp, RouterNet};
-use crate::policy::{Decision, LearnedPolicy, PinnedPolicy, PinnedRoute, SamplingPolicy};
-use crate::rng::SplitMix64;
-use crate::train::{column, one_hot, scalar, stop_log_probs};
-use crate::RouterError;
+use crate::pinned::{PinnedPolicy, PinnedRoute};
+use crate::tensor::{column, one_hot, scalar, stop_log_probs};
+use crate::TrainingError;
 
 #[derive(Debug, Clone)]
 pub struct GrpoOptions {
@@ -315,9 +321,9 @@ impl<'a> Grpo<'a> {
         dev: &[Item],
         out: &Path,
         mut on_iter: impl FnMut(&IterLog),
-    ) -> Result<GrpoReport, RouterError> {
+    ) -> Result<GrpoReport, TrainingError> {
         if train.is_empty() {
-            return Err(RouterError::Invalid(
+            return Err(TrainingError::Invalid(
                 "GRPO needs at least one training question".into(),
             ));
         }
@@ -341,7 +347,7 @@ impl<'a> Grpo<'a> {
         // The initial weights first: saving creates `out`'s directory, where the log goes.
         let mut saved = self.stamped(&net)?;
         saved.save(out)?;
-        let mut log_file = std::fs::File::create(&log_path).map_err(|e| RouterError::Io {
+        let mut log_file = std::fs::File::create(&log_path).map_err(|e| TrainingError::Io {
             path: log_path.clone(),
             reason: e.to_string(),
         })?;
@@ -391,7 +397,7 @@ impl<'a> Grpo<'a> {
                     loss_v = scalar(&loss)?;
                     kl_v = kl;
                     if !loss_v.is_finite() {
-                        return Err(RouterError::NotFinite {
+                        return Err(TrainingError::NotFinite {
                             epoch: iteration,
                             last_good: Box::new(saved),
                         });
@@ -399,7 +405,7 @@ impl<'a> Grpo<'a> {
                     opt.backward_step(&loss)?;
                 }
                 if !net.is_finite()? {
-                    return Err(RouterError::NotFinite {
+                    return Err(TrainingError::NotFinite {
                         epoch: iteration,
                         last_good: Box::new(saved),
                     });
@@ -504,7 +510,7 @@ impl<'a> Grpo<'a> {
     }
 
     /// A snapshot of `net` marked as GRPO-trained, with the check its rollouts ran under.
-    fn stamped(&self, net: &RouterNet) -> Result<RouterNet, RouterError> {
+    fn stamped(&self, net: &RouterNet) -> Result<RouterNet, TrainingError> {
         let mut ck = net.snapshot()?;
         ck.manifest.stage = "grpo".into();
         if let Some(e) = self.options.escalation {
@@ -525,7 +531,7 @@ pub fn loss(
     reference: &RouterNet,
     decisions: &[(Decision, f64)],
     o: &GrpoOptions,
-) -> Result<(Tensor, KlParts), RouterError> {
+) -> Result<(Tensor, KlParts), TrainingError> {
     let mut total: Option<Tensor> = None;
     let mut kl_sum = 0.0;
     let mut parts = KlParts::default();
@@ -576,7 +582,7 @@ pub fn loss(
             None => part,
         });
     }
-    let total = total.ok_or_else(|| RouterError::Invalid("no decisions to learn from".into()))?;
+    let total = total.ok_or_else(|| TrainingError::Invalid("no decisions to learn from".into()))?;
     parts.all = kl_sum / count;
     Ok(((total / count)?, parts))
 }
@@ -584,8 +590,8 @@ pub fn loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::HashEncoder;
     use crate::grpo_math::{clipped_surrogate, entropy, kl};
+    use r2_router::features::HashEncoder;
 
     /// Dev rewards 0.1 (initial), then 0.2, 0.2, 0.1, 0.2, 0.3 - 1e-12, 0.3: a tie keeps the
     /// later checkpoint; patience counts from the strict improvements (iterations 1 and 5).

@@ -11,12 +11,13 @@ use r2_decomposer::TaskFamily;
 use r2_executor::ExecOptions;
 use r2_pool::{Backend, GenRequest, Pool, PoolConfig, ScriptedBackend};
 use r2_router::features::{Featurizer, HashEncoder};
-use r2_router::grpo::{Grpo, GrpoOptions, Normaliser};
-use r2_router::labels::{append_label, read_labels, QuestionLabel};
 use r2_router::net::RouterNet;
-use r2_router::policy::{LearnedPolicy, PinnedRoute};
-use r2_router::search::{label_question, ExecRunner, RouteRunner, SearchOptions};
-use r2_router::sft::{train_sft, SftOptions};
+use r2_router::policy::LearnedPolicy;
+use r2_training::grpo::{Grpo, GrpoOptions, Normaliser};
+use r2_training::labels::{append_label, read_labels, QuestionLabel};
+use r2_training::pinned::PinnedRoute;
+use r2_training::search::{label_question, ExecRunner, RouteRunner, SearchOptions};
+use r2_training::sft::{train_sft, SftOptions};
 
 const MARKERS: [&str; 3] = ["alpha", "beta", "gamma"];
 
@@ -202,7 +203,7 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
     let features = Arc::new(Featurizer::new(Arc::new(HashEncoder::new(128))));
     // Where decomposing sits among the routes is measured from the labels' costs and kept in
     // the manifest (checked by the round trip below).
-    let decompose_at = r2_router::labels::decompose_position(&labels, &pool.config);
+    let decompose_at = r2_training::labels::decompose_position(&labels, &pool.config);
     assert_eq!(
         decompose_at,
         pool.len() - 1,
@@ -383,106 +384,32 @@ async fn grpo_improves_a_bad_initial_policy() {
     assert_eq!(best.manifest.stage, "grpo");
 }
 
+/// The oracle reads its labels when its name is parsed; every other name is the router's.
 #[tokio::test]
-async fn a_router_for_another_pool_refuses_to_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let features = Featurizer::new(Arc::new(HashEncoder::new(16)));
-    let net = RouterNet::new(vec!["a".into(), "b".into()], features.layout(), 8, 0).unwrap();
-    let path = dir.path().join("r.safetensors");
-    net.save(&path).unwrap();
-    let env = r2_router::RouterEnv::new(None, false);
-    let pool = pool();
-    let err = env
-        .load_router(path.to_str().unwrap(), &pool)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("[a, b]") && err.contains("qwen2.5-coder-1.5b"),
-        "{err}"
-    );
-
-    // A manifest that lies about the shapes: the error names both shapes.
-    let mpath = RouterNet::manifest_path(&path);
-    let mut m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
-    m["pool"] = serde_json::json!(["a", "b", "c"]);
-    std::fs::write(&mpath, m.to_string()).unwrap();
-    let err = RouterNet::load(&path).unwrap_err().to_string();
-    assert!(err.contains("[3, 8]") && err.contains("[2, 8]"), "{err}");
-}
-
-#[tokio::test]
-async fn unknown_policies_and_bad_thresholds_are_input_errors() {
+async fn oracle_names_without_labels_are_input_errors() {
     let pool = pool();
     let env = r2_router::RouterEnv::new(None, false);
     for bad in [
-        "learned:/nonexistent/x.safetensors",
-        "learned:x@1.5",
-        "learned+agree:0",
-        "learned+agree:2@0",
-        "fixed:qwen2.5-coder-0.5b+agree:x",
         "oracle:",
         "oracle:/nonexistent.jsonl",
+        "oracle:x.jsonl+agree:0",
         "bogus",
     ] {
-        let e = r2_router::parse_policy(bad, &pool, &env).err().unwrap();
+        let e = r2_training::parse_policy(bad, &pool, &env).err().unwrap();
         assert!(e.is_input_error(), "{bad}: {e}");
     }
-    assert!(r2_router::parse_policy("fixed:qwen2.5-coder-0.5b", &pool, &env).is_ok());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    std::fs::write(&path, "").unwrap();
+    let name = format!("oracle:{}+program", path.display());
+    let oracle = r2_training::parse_policy(&name, &pool, &env).unwrap();
+    assert_eq!(oracle.name(), name);
+    assert!(r2_training::parse_policy("fixed:qwen2.5-coder-0.5b", &pool, &env).is_ok());
 }
 
 #[allow(dead_code)]
 fn _runner_is_object_safe(r: &dyn RouteRunner, _: PinnedRoute) -> &dyn RouteRunner {
     r
-}
-
-/// The router compiled into the binary loads for the embedded default pool (with the
-/// encoder its manifest names, fetched/distilled into the user's cache on first use),
-/// refuses a pool without the largest model, and decides with probabilities in (0, 1).
-// A plain test: on a fresh cache, loading fetches the encoder through the model cache's
-// blocking API, which must not run on an async runtime's thread.
-#[test]
-fn the_shipped_router_belongs_to_the_embedded_pool() {
-    let pool = pool();
-    let env = r2_router::RouterEnv::new(None, false);
-    let (net, features) = env
-        .load_router(r2_router::SHIPPED_NAME, &pool)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(net.manifest.pool, ids(&pool));
-    let x = features
-        .route_features("What is 17 * 23 + 5?", TaskFamily::Math)
-        .unwrap();
-    let z = net.route_logits(&[x]).unwrap();
-    assert_eq!(z[0].len(), pool.len() + 1);
-    assert!(z[0].iter().all(|v| v.is_finite()));
-
-    // It is what `ask`, `bench` and `serve` use when no policy is named.
-    let default = PoolConfig::embedded().policy_or_default();
-    let policy = r2_router::parse_policy(&default, &pool, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        policy.name().starts_with("learned:shipped@") && policy.name().ends_with("+program"),
-        "{}",
-        policy.name()
-    );
-    let e = policy.escalation().unwrap();
-    assert!(e.program && e.samples == 0, "{e:?}");
-    let plain = r2_router::parse_policy("learned", &pool, &env).unwrap();
-    assert!(plain.escalation().is_none());
-    // With self-consistency escalation: the same router, the suffix kept in its name.
-    let checked = r2_router::parse_policy("learned@0.7+agree:3", &pool, &env)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(checked.name(), "learned:shipped@0.7+agree:3");
-    assert_eq!(checked.escalation().map(|e| e.samples), Some(3));
-
-    let mut cfg = PoolConfig::embedded();
-    cfg.models.pop();
-    let smaller = pool_from(cfg);
-    let err = env
-        .load_router(r2_router::SHIPPED_NAME, &smaller)
-        .err()
-        .expect("a pool mismatch");
-    assert!(err.to_string().contains("trained for the pool"), "{err}");
 }
 
 /// Model `me` for the escalation test: the middle model answers even-numbered puzzles
@@ -689,17 +616,18 @@ async fn calibration_scores_each_threshold_under_the_check_the_policy_runs_with(
     let net = Arc::new(biased_router(&pool, &features, [-5., 5., -5., -5.]));
     let items = plain_items(0..6);
     let grid = [0.3, 0.5, 0.9];
-    let router = |escalation| r2_router::calibrate::Calibrated {
+    let router = |escalation| r2_training::calibrate::Calibrated {
         net: net.clone(),
         features: features.clone(),
         escalation,
     };
-    let plain = r2_router::calibrate::sweep(&pool, &s, &router(None), &items, &grid, |_| {}).await;
+    let plain =
+        r2_training::calibrate::sweep(&pool, &s, &router(None), &items, &grid, |_| {}).await;
     let program = r2_allocator::Escalation::split("learned+program")
         .unwrap()
         .1;
     let checked =
-        r2_router::calibrate::sweep(&pool, &s, &router(program), &items, &grid, |_| {}).await;
+        r2_training::calibrate::sweep(&pool, &s, &router(program), &items, &grid, |_| {}).await;
     for (p, c) in plain.iter().zip(&checked) {
         // The middle model is right on half the puzzles; its check sends the rest up.
         assert!((p.accuracy - 0.5).abs() < 1e-9, "{p:?}");

@@ -2,6 +2,9 @@
 //! split and pick the one meeting a cost or accuracy target. Identical calls across
 //! thresholds come from the call cache. With an escalation (a `+program`, `+retry`, ...
 //! suffix) every threshold is scored with that check on its answers, as the policy will run.
+//!
+//! Invariant: every threshold runs the same items with the same settings through
+//! `run_item`, so the points differ by the threshold alone.
 
 use std::sync::Arc;
 
@@ -10,11 +13,10 @@ use r2_allocator::Escalation;
 use r2_bench::run::{run_item, RunSettings};
 use r2_bench::Item;
 use r2_pool::Pool;
+use r2_router::features::Featurizer;
+use r2_router::net::RouterNet;
+use r2_router::policy::LearnedPolicy;
 use serde::Serialize;
-
-use crate::features::Featurizer;
-use crate::net::RouterNet;
-use crate::policy::LearnedPolicy;
 
 pub const GRID: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
@@ -33,6 +35,20 @@ pub enum Target {
     Cost(f64),
     /// Cheapest threshold reaching at least this accuracy (0..=1).
     Accuracy(f64),
+}
+
+impl Target {
+    /// Exactly one of a cost per item (USD, at least 0) or an accuracy (a fraction in
+    /// (0, 1], or a percentage up to 100); None for anything else.
+    pub fn new(cost: Option<f64>, accuracy: Option<f64>) -> Option<Target> {
+        match (cost, accuracy) {
+            (Some(c), None) if c.is_finite() && c >= 0.0 => Some(Target::Cost(c)),
+            (None, Some(a)) if a.is_finite() && a > 0.0 && a <= 100.0 => {
+                Some(Target::Accuracy(if a > 1.0 { a / 100.0 } else { a }))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The router being calibrated and the check its answers get (None: unchecked).
@@ -130,5 +146,22 @@ mod tests {
         assert_eq!(choose(&pts, Target::Accuracy(0.6)).unwrap().threshold, 0.8);
         assert!(choose(&pts, Target::Cost(0.5)).is_none());
         assert!(choose(&pts, Target::Accuracy(0.9)).is_none());
+    }
+
+    #[test]
+    fn a_target_is_one_cost_or_one_accuracy() {
+        assert!(matches!(Target::new(Some(0.0), None), Some(Target::Cost(c)) if c == 0.0));
+        assert!(matches!(Target::new(None, Some(0.8)), Some(Target::Accuracy(a)) if a == 0.8));
+        assert!(matches!(Target::new(None, Some(80.0)), Some(Target::Accuracy(a)) if a == 0.8));
+        for (c, a) in [
+            (None, None),
+            (Some(1.0), Some(0.5)),
+            (Some(-1.0), None),
+            (Some(f64::NAN), None),
+            (None, Some(0.0)),
+            (None, Some(101.0)),
+        ] {
+            assert!(Target::new(c, a).is_none(), "{c:?} {a:?}");
+        }
     }
 }
