@@ -249,6 +249,33 @@ pub enum TrainAction {
     Sft(SftArgs),
     /// Refine an allocator with GRPO on executed rollouts.
     Grpo(GrpoArgs),
+    /// Measure what predicts a model's answer is right — the question before it answers;
+    /// its confidence, program check, sample agreement and a larger model's verdict after —
+    /// on labelled questions, and the try/keep thresholds those signals support. Resumable.
+    Signals(SignalsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SignalsArgs {
+    /// Labels file from `train label` (repeat to combine several).
+    #[arg(long, required = true)]
+    pub labels: Vec<PathBuf>,
+    /// Signals file (JSONL); questions already in it are not asked again.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The model whose answers are checked (repeat for several). Default: every model
+    /// below the largest.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Vec<String>,
+    /// Collect signals for at most this many more questions per model (0: only report).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Accuracy the try/keep decision may give up against direct on the largest model
+    /// (0.01 = one point).
+    #[arg(long, default_value_t = 0.01)]
+    pub tolerance: f64,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]

@@ -19,7 +19,7 @@ use r2_training::search::{label_question, ExecRunner, SearchOptions};
 use r2_training::sft::{self, report, save_with_metrics, train_sft, SftOptions};
 use r2_training::TrainingError;
 
-use crate::args::{CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, TrainAction};
+use crate::args::{CalibrateArgs, GrpoArgs, LabelArgs, SftArgs, SignalsArgs, TrainAction};
 use crate::input_error;
 use crate::setup::{load_config, select_items, Session};
 
@@ -28,6 +28,7 @@ pub async fn run(config_path: Option<&Path>, action: TrainAction) -> Result<()> 
         TrainAction::Label(a) => label(config_path, a).await,
         TrainAction::Sft(a) => sft(config_path, a),
         TrainAction::Grpo(a) => grpo(config_path, a).await,
+        TrainAction::Signals(a) => signals(config_path, a).await,
     }
 }
 
@@ -139,6 +140,119 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
         done.len(),
         args.out.display()
     );
+    Ok(())
+}
+
+async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
+    use r2_training::signals::{self as sig, SignalRecord};
+    let session = Session::open(config_path, &args.run)?;
+    let ids = session.pool_ids();
+    let largest = ids.len().saturating_sub(1);
+    let models: Vec<usize> = if args.model.is_empty() {
+        (0..largest).collect()
+    } else {
+        args.model
+            .iter()
+            .map(|m| {
+                ids.iter().position(|id| id == m).ok_or_else(|| {
+                    input_error(format!("--model {m}: not in the pool ({})", ids.join(", ")))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let labels = read_all_labels(&args.labels, &ids)?;
+    let mut records: Vec<SignalRecord> = if args.out.exists() {
+        let (records, malformed) = sig::read(&args.out).map_err(train_error)?;
+        crate::setup::warn_malformed(&args.out, &malformed);
+        records
+    } else {
+        Vec::new()
+    };
+    let done: HashSet<(String, String)> = records
+        .iter()
+        .map(|r| (r.id.clone(), r.model.clone()))
+        .collect();
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let mut todo: Vec<(&r2_training::labels::QuestionLabel, usize)> = Vec::new();
+    for &m in &models {
+        todo.extend(
+            labels
+                .questions
+                .iter()
+                .filter(|q| {
+                    q.direct_correct(&ids[m]).is_some()
+                        && !done.contains(&(q.id.clone(), ids[m].clone()))
+                })
+                .take(limit)
+                .map(|q| (q, m)),
+        );
+    }
+    if !todo.is_empty() {
+        if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&args.out)
+            .with_context(|| format!("cannot open {}", args.out.display()))?;
+        if !r2_files::ends_with_newline(&args.out)? {
+            use std::io::Write;
+            file.write_all(b"\n")?;
+        }
+        let settings = session.settings(std::env::temp_dir());
+        let bar = bar(todo.len(), "signals");
+        let mut collecting = stream::iter(todo)
+            .map(|(q, m)| sig::collect(&session.pool, &settings, q, m))
+            .buffer_unordered(args.run.concurrency.max(1));
+        while let Some(record) = collecting.next().await {
+            if let Some(record) = record.map_err(train_error)? {
+                sig::append(&mut file, &record).map_err(train_error)?;
+                records.push(record);
+            }
+            bar.inc(1);
+        }
+        bar.finish();
+    }
+    let encoders: Vec<(String, Arc<dyn r2_router::features::Encoder>)> =
+        [r2_router::features::MINILM_DISTILLED, "all-minilm-l6-v2"]
+            .iter()
+            .map(|name| {
+                Ok((
+                    name.to_string(),
+                    session.env.encoder(name).map_err(router_error)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+    for &m in &models {
+        let positives = records
+            .iter()
+            .filter(|r| r.model == ids[m] && r.correct)
+            .count();
+        let scores = sig::report(&sig::ReportInputs {
+            labels: &labels.questions,
+            signals: &records,
+            model: &ids[m],
+            encoders: &encoders,
+            pool: &session.pool.config,
+        })
+        .map_err(train_error)?;
+        println!("{}", sig::render(&ids[m], &scores, positives));
+        let decision = sig::decide(
+            &labels.questions,
+            &records,
+            &ids[m],
+            &ids[largest],
+            &session.pool.config,
+            args.tolerance,
+        )
+        .map_err(train_error)?;
+        println!(
+            "{}",
+            sig::render_decision(&ids[m], &ids[largest], &decision)
+        );
+    }
     Ok(())
 }
 

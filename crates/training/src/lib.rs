@@ -7,6 +7,8 @@
 //!   ([`grpo_math`] holds the formulas, [`grpo_run`] what a run needs around the loop);
 //!   [`tensor`]: the loss pieces both share.
 //! - [`calibrate`]: threshold choice on a calibration split.
+//! - [`signals`]: what predicts a model's answer is right, before and after it answers
+//!   (held-out AUC and Brier), and the two-threshold decision chosen on them.
 //! - [`oracle`]: the `oracle:<labels>` policy; [`parse_policy`] accepts every policy name.
 //!
 //! Invariants: every route is executed and graded through `r2_bench::run::run_item`, so
@@ -23,6 +25,7 @@ pub mod oracle;
 pub mod pinned;
 pub mod search;
 pub mod sft;
+pub mod signals;
 pub mod tensor;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +60,9 @@ pub enum TrainingError {
         epoch: usize,
         last_good: Box<RouterNet>,
     },
+    /// Collecting or scoring the router's signals (`train signals`) failed.
+    #[error("signals: {0}")]
+    Signals(String),
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
 }
@@ -67,7 +73,9 @@ impl TrainingError {
     pub fn is_input_error(&self) -> bool {
         match self {
             TrainingError::Router(e) => e.is_input_error(),
-            TrainingError::Tensor(_) | TrainingError::NotFinite { .. } => false,
+            TrainingError::Tensor(_)
+            | TrainingError::NotFinite { .. }
+            | TrainingError::Signals(_) => false,
             _ => true,
         }
     }
