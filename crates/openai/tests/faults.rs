@@ -1,15 +1,12 @@
 //! The openai backend against a small local fault-injecting HTTP server
-//! (`common/upstream.rs`, shared with the gateway's end-to-end fault tests): every request
+//! (`r2_test_support::upstream`, shared with the gateway's end-to-end fault tests): every request
 //! ends in an answer (via retry) or a clean error, never a hang.
-
-#[path = "common/upstream.rs"]
-mod upstream;
 
 use std::time::{Duration, Instant};
 
 use r2_openai::{OpenAiBackend, RetryPolicy};
 use r2_pool::{Backend, BackendError, ChatMessage, GenRequest, RemoteSpec};
-use upstream::{Fault, Upstream};
+use r2_test_support::upstream::{Fault, Upstream};
 
 /// Serves `script[i]` to the i-th request (the last entry repeats); answers say `42`.
 fn server(script: Vec<Fault>) -> Upstream {

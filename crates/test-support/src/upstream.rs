@@ -1,14 +1,13 @@
 //! A fault-injecting OpenAI-compatible upstream on loopback, shared by the `openai`
-//! backend's fault tests (crates/openai/tests/faults.rs) and the gateway's end-to-end ones
-//! (crates/cli/tests/faults.rs, which includes this file by path).
+//! backend's fault tests (crates/openai/tests/faults.rs), the gateway's end-to-end ones
+//! (crates/cli/tests/faults.rs) and `ask`'s output snapshots (crates/cli/tests/ask.rs).
 //!
 //! Plain `std` threads (one per connection), so it runs beside any async runtime or none.
 //! The i-th request gets `script[i]` (the last entry repeats); `set_script` starts a new
 //! script and resets the request count. Answers are streamed chat-completion chunks with
 //! usage and log-probabilities; the text is `greedy` for a request with temperature 0 and
-//! `sampled` otherwise, so a test can make a model disagree with itself.
-
-#![allow(dead_code)]
+//! `sampled` otherwise, so a test can make a model disagree with itself, or whatever
+//! `with_answer`'s function makes of the request.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -63,8 +62,17 @@ pub struct Upstream {
     hits: Arc<AtomicUsize>,
     script: Arc<Mutex<Vec<Fault>>>,
     received: Arc<Mutex<Vec<Received>>>,
-    texts: Arc<Mutex<(String, String)>>,
+    texts: Arc<Mutex<Texts>>,
 }
+
+/// The answer text: greedy and sampled, or a function of the request body.
+struct Texts {
+    greedy: String,
+    sampled: String,
+    answer: Option<Answer>,
+}
+
+type Answer = Arc<dyn Fn(&Value) -> String + Send + Sync>;
 
 /// Longest any connection is kept open by `Hang` or `StallMidStream`.
 const MAX_STALL: Duration = Duration::from_secs(60);
@@ -80,10 +88,11 @@ impl Upstream {
             hits: Arc::default(),
             script: Arc::new(Mutex::new(script)),
             received: Arc::default(),
-            texts: Arc::new(Mutex::new((
-                "6 * 7 = 42.\nANSWER: 42".into(),
-                "6 * 7 = 42.\nANSWER: 42".into(),
-            ))),
+            texts: Arc::new(Mutex::new(Texts {
+                greedy: "6 * 7 = 42.\nANSWER: 42".into(),
+                sampled: "6 * 7 = 42.\nANSWER: 42".into(),
+                answer: None,
+            })),
         };
         let (hits, script, received, texts) = (
             up.hits.clone(),
@@ -108,7 +117,17 @@ impl Upstream {
 
     /// The answer text for greedy requests and for sampled ones.
     pub fn with_texts(self, greedy: &str, sampled: &str) -> Self {
-        *self.texts.lock().unwrap() = (greedy.into(), sampled.into());
+        {
+            let mut t = self.texts.lock().unwrap();
+            t.greedy = greedy.into();
+            t.sampled = sampled.into();
+        }
+        self
+    }
+
+    /// The answer text for every request: `answer` of the request's JSON body.
+    pub fn with_answer(self, answer: impl Fn(&Value) -> String + Send + Sync + 'static) -> Self {
+        self.texts.lock().unwrap().answer = Some(Arc::new(answer));
         self
     }
 
@@ -221,12 +240,7 @@ fn wait_for_close(s: &mut TcpStream) {
     }
 }
 
-fn serve(
-    mut s: TcpStream,
-    fault: Fault,
-    received: &Mutex<Vec<Received>>,
-    texts: &Mutex<(String, String)>,
-) {
+fn serve(mut s: TcpStream, fault: Fault, received: &Mutex<Vec<Received>>, texts: &Mutex<Texts>) {
     if fault == Fault::Reset {
         // Read one byte and close with the rest of the request unread: Linux then sends
         // RST instead of FIN. The pause lets the whole request arrive first.
@@ -242,15 +256,15 @@ fn serve(
         return;
     };
     let sampled = req.body["temperature"].as_f64().is_some_and(|t| t > 0.0);
-    received.lock().unwrap().push(req);
     let text = {
         let t = texts.lock().unwrap();
-        if sampled {
-            t.1.clone()
-        } else {
-            t.0.clone()
+        match &t.answer {
+            Some(answer) => answer(&req.body),
+            None if sampled => t.sampled.clone(),
+            None => t.greedy.clone(),
         }
     };
+    received.lock().unwrap().push(req);
     let sse = sse_answer(&text);
     let out = match fault {
         Fault::Ok => response("200 OK", "text/event-stream", "", &sse),
