@@ -1,4 +1,4 @@
-//! `r2reasoner train label|sft|grpo` and `r2reasoner calibrate`: argument handling,
+//! `r2reasoner train label|sft|grpo|signals` and `r2reasoner calibrate`: argument handling,
 //! progress and output around `r2-training`, which does the work.
 
 use std::collections::HashSet;

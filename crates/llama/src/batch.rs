@@ -18,6 +18,17 @@
 //! cache is copied into the new call's sequence first: calls that arrive together with the
 //! same few-shot prompt read it once.
 //!
+//! Invariant: **a reused KV prefix is exactly what the sequence holds.** Each sequence
+//! remembers the tokens in its KV cache (prompt and fed tokens, in position order); a new
+//! call goes to the free sequence with the longest common prefix, the cache is cut there
+//! (never at the prompt's end: its last token is read again for fresh logits,
+//! [`reusable_prefix`]), and only the rest is evaluated. When another sequence, busy or not,
+//! holds a prefix at least [`SHARE_MIN_TOKENS`] longer, its KV cache is copied over first
+//! ([`share_prefix`]: llama.cpp copies a whole per-sequence buffer before the next decode,
+//! then the copy is cut after the shared prefix). Any failure clears the sequence and what
+//! it remembers ([`forget`]; a failed decode clears them all). The engine answers bit for
+//! bit like the one-context path with reuse (`generate::reusable_prefix` serves both).
+//!
 //! Greedy outputs can differ in the last bits from a call decoded alone (a batch of several
 //! tokens takes a different matrix-multiplication kernel than one token), exactly as they can
 //! between llama.cpp builds; the call cache keeps whichever was computed first.

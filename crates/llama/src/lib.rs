@@ -6,6 +6,14 @@
 //! a time. With `parallel > 1`, calls go to a batching engine (`batch`) that decodes up to
 //! `parallel` of them together in one context. The pool's `max_concurrency` bounds how many
 //! calls reach a model at once and is what the runtime passes as `parallel`.
+//!
+//! Invariant: **greedy generation is bit-reproducible only for a call decoded alone from an
+//! empty KV cache** (`max_concurrency = 1`, `reuse_prefix = false`, the defaults of a pool
+//! entry). Calls decoded in one batch with others, or on top of a reused prefix, evaluate
+//! some tokens in another batch shape (another matrix kernel), so logits differ in the last
+//! bits and a long greedy answer may take the other branch at a near tie. The embedded pool
+//! turns both on for throughput; the call cache keeps whichever answer was computed first,
+//! so benchmark reruns replay it exactly.
 
 mod batch;
 mod generate;

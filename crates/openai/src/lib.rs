@@ -11,7 +11,8 @@
 //! some servers (llama-cpp-python) report errors found after the headers that way.
 //!
 //! The API key is read once from the environment variable named in the config; it is sent
-//! only in the Authorization header and never appears in logs, traces or errors.
+//! only in the Authorization header (the backend's `Debug` redacts it) and never appears in
+//! logs, traces or errors. Request bodies and headers are never logged.
 
 mod retry;
 mod sse;

@@ -7,6 +7,12 @@
 //!
 //! Weights are a safetensors file; the manifest (JSON, next to it) names the pool and the
 //! feature layout the weights expect, so a router never runs against another pool.
+//!
+//! Invariant: **a router routes only the task families it was trained on.** SFT records
+//! the families of its labels in the manifest (`families`; GRPO adds its training
+//! questions' to a list that is there); `learned` and `query-level` answer a question of
+//! any other family directly on the largest model ([`Manifest::routes_family`]). Routers
+//! without the field route every family.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +51,7 @@ pub enum RouteCandidate {
 /// Candidates from cheapest to dearest: direct on each model (the pool is ordered cheapest
 /// first), with decomposing inserted at `decompose_at` (0 = before every direct answer,
 /// `models` = after them all). Where decomposing belongs depends on the pool and its prices,
-/// so SFT measures it on the labels ([`crate::labels::decompose_position`]) and the
+/// so SFT measures it on the labels (`r2_training::labels::decompose_position`) and the
 /// manifest keeps it.
 pub fn route_candidates(models: usize, decompose_at: usize) -> Vec<RouteCandidate> {
     let mut c: Vec<RouteCandidate> = (0..models).map(RouteCandidate::Direct).collect();

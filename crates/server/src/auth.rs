@@ -1,5 +1,6 @@
 //! Bearer API keys. Keys are held only as sha256 digests and compared in constant time;
-//! neither keys nor digests are ever logged.
+//! neither keys nor digests are ever logged. Past the auth layer a request carries only the
+//! key's configured name ([`KeyName`]), which is what traces record.
 
 use r2_pool::{ApiKeySpec, KeySource};
 use sha2::{Digest, Sha256};

@@ -1,5 +1,9 @@
 //! The one error type of the gateway: OpenAI-shaped JSON (`{"error": {"message", "type",
 //! "code"}}`) with the right HTTP status.
+//!
+//! Invariant: every failure, unknown routes, wrong methods and extractor failures included,
+//! answers in this shape with the status that matches its cause (400, 401, 404, 405, 413,
+//! 415, 429, 502, 504; 500 only for the gateway's own faults); handlers never panic on input.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -14,9 +14,18 @@
 //! against. The latter is one call per question instead of a decomposition and every step.
 //!
 //! Invariants: each rollout's seed is fixed by its place in the batch and rollouts are
-//! collected in that order, so concurrency does not change what is learned; every drawn
-//! group is in the loss; a non-finite loss or weight stops training with the last good
-//! weights; `out` holds the checkpoint [`Selection`] keeps at every moment.
+//! collected in that order, so concurrency does not change what is learned (up to
+//! batched-decoding numerics on real models); every drawn group is in the loss (a group
+//! whose rewards tie gets zero advantages and still counts under the KL term); a
+//! non-finite loss or weight stops training with the last good weights; `out` holds the
+//! checkpoint [`Selection`] keeps at every moment.
+//!
+//! Rollouts sample the stop process of `r2_router::choice` (`π(m) = q_m Π_{j<m}(1 − q_j)`,
+//! `q = σ(z − logit t)`), whose sharp limit is the threshold rule `learned` decides by. The
+//! [`loss`] is minus the clipped surrogate plus `kl` times the KL to the SFT policy,
+//! averaged over decisions and checked term by term against [`crate::grpo_math`].
+//! [`Selection`] keeps the best dev reward, the later iteration on a tie within 1e-9;
+//! patience counts from the last strict improvement.
 
 use std::collections::HashMap;
 use std::io::Write;

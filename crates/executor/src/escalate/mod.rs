@@ -14,6 +14,10 @@
 //!   trace (graders read it).
 //! - **Samples never repeat the answer's call.** Sampled programs and answers are seeded
 //!   with the answer's own seed (0 when greedy) plus k ≥ 1.
+//! - **Only a policy's escalation asks for checks.** [`Executor::direct`] (`ask --direct`)
+//!   never checks; label search's pinned routes carry no escalation; GRPO rollouts are
+//!   checked only with `train grpo --escalate` (which rewards the checked route), and
+//!   `calibrate` only when its policy has a suffix (each threshold is scored under it).
 
 mod agree;
 mod program;
