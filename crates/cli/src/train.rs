@@ -206,14 +206,23 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         let mut collecting = stream::iter(todo)
             .map(|(q, m)| sig::collect(&session.pool, &settings, q, m))
             .buffer_unordered(args.run.concurrency.max(1));
+        let mut differing = 0usize;
         while let Some(record) = collecting.next().await {
-            if let Some(record) = record.map_err(train_error)? {
-                sig::append(&mut file, &record).map_err(train_error)?;
-                records.push(record);
+            match record.map_err(train_error)? {
+                Some(record) => {
+                    sig::append(&mut file, &record).map_err(train_error)?;
+                    records.push(record);
+                }
+                None => differing += 1,
             }
             bar.inc(1);
         }
         bar.finish();
+        if differing > 0 {
+            println!(
+                "{differing} answers left out: answered again, they differ from the answer the labels graded (batched greedy decoding is not bit-reproducible across machines; the call cache keeps answers stable on one machine)"
+            );
+        }
     }
     let encoders: Vec<(String, Arc<dyn r2_router::features::Encoder>)> =
         [r2_router::features::MINILM_DISTILLED, "all-minilm-l6-v2"]

@@ -139,7 +139,9 @@ pub fn verdict(call: &PoolCall) -> JudgeSignal {
     }
 }
 
-/// Collects the signals of `model`'s direct answer to `label`'s question.
+/// Collects the signals of `model`'s direct answer to `label`'s question; None when the
+/// labels have no direct answer of that model, or when the answer regenerated now is not
+/// the one the labels graded.
 pub async fn collect(
     pool: &Pool,
     settings: &RunSettings,
@@ -164,6 +166,15 @@ pub async fn collect(
     let answered = call(model, direct.clone()).await?;
     add_usage(&mut usage, "answer", pool, &answered);
     let answer = final_answer(family, &answered.response.text);
+    // The label graded the answer it recorded: a regenerated answer that differs (greedy
+    // decoding in a batch is not bit-reproducible across machines) has no grade here.
+    let labelled = label.tried.iter().find_map(|t| match &t.route {
+        crate::labels::RouteLabel::Direct { model: m } if *m == id => t.answer.as_deref(),
+        _ => None,
+    });
+    if labelled.is_some_and(|l| !same_answer(family, l, &answer)) {
+        return Ok(None);
+    }
     let probs: Vec<f64> = answered
         .response
         .token_logprobs
