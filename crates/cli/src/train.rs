@@ -239,7 +239,7 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
             .iter()
             .filter(|r| r.model == ids[m] && r.correct)
             .count();
-        let scores = sig::report(&sig::ReportInputs {
+        let scores = sig::report::report(&sig::report::ReportInputs {
             labels: &labels.questions,
             signals: &records,
             model: &ids[m],
@@ -247,8 +247,8 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
             pool: &session.pool.config,
         })
         .map_err(train_error)?;
-        println!("{}", sig::render(&ids[m], &scores, positives));
-        let decision = sig::decide(
+        println!("{}", sig::report::render(&ids[m], &scores, positives));
+        let decision = sig::decision::decide(
             &labels.questions,
             &records,
             &ids[m],
@@ -259,7 +259,7 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         .map_err(train_error)?;
         println!(
             "{}",
-            sig::render_decision(&ids[m], &ids[largest], &decision)
+            sig::decision::render_decision(&ids[m], &ids[largest], &decision)
         );
     }
     Ok(())
