@@ -85,20 +85,7 @@ async fn label(config_path: Option<&Path>, args: LabelArgs) -> Result<()> {
     } else {
         HashSet::new()
     };
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.out)
-        .with_context(|| format!("cannot open {}", args.out.display()))?;
-    // A run killed mid-line may have left a label without its newline: end it, so the next
-    // label starts on a line of its own.
-    if !r2_files::ends_with_newline(&args.out)? {
-        use std::io::Write;
-        file.write_all(b"\n")?;
-    }
+    let mut file = open_append(&args.out)?;
     let todo: Vec<_> = selection
         .items
         .iter()
@@ -188,19 +175,7 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         );
     }
     if !todo.is_empty() {
-        if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&args.out)
-            .with_context(|| format!("cannot open {}", args.out.display()))?;
-        if !r2_files::ends_with_newline(&args.out)? {
-            use std::io::Write;
-            file.write_all(b"\n")?;
-        }
+        let mut file = open_append(&args.out)?;
         let settings = session.settings(std::env::temp_dir());
         let bar = bar(todo.len(), "signals");
         let mut collecting = stream::iter(todo)
@@ -263,6 +238,25 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A resumable JSONL output opened for appending (its folder made if need be). A run killed
+/// mid-line may have left a last line without its newline: it is ended, so the next record
+/// starts on a line of its own.
+fn open_append(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if !r2_files::ends_with_newline(path)? {
+        use std::io::Write;
+        file.write_all(b"\n")?;
+    }
+    Ok(file)
 }
 
 fn read_all_labels(paths: &[std::path::PathBuf], ids: &[String]) -> Result<LabelSet> {
