@@ -214,6 +214,15 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
             .iter()
             .filter(|r| r.model == ids[m] && r.correct)
             .count();
+        let total = records.iter().filter(|r| r.model == ids[m]).count();
+        // Five folds need five questions of each kind.
+        if positives < 5 || total - positives < 5 {
+            println!(
+                "{}: {total} questions with signals, {positives} answered right: too few to score (5-fold held-out scores need at least 5 right and 5 wrong)",
+                ids[m]
+            );
+            continue;
+        }
         let scores = sig::report::report(&sig::report::ReportInputs {
             labels: &labels.questions,
             signals: &records,
