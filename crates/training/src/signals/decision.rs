@@ -69,10 +69,14 @@ pub fn cascade(cases: &[CascadeCase], try_at: f64, keep_at: f64) -> CascadePoint
 pub fn cheapest_cascade(cases: &[CascadeCase], min_accuracy: f64) -> Option<CascadePoint> {
     let grid: Vec<f64> = (0..=20).map(|i| f64::from(i) * 0.05).collect();
     let never = cascade(cases, f64::INFINITY, f64::INFINITY);
-    grid.iter()
-        .flat_map(|&t| grid.iter().map(move |&k| (t, k)))
-        .map(|(t, k)| cascade(cases, t, k))
-        .chain(std::iter::once(never))
+    // "Never try" first: among equally cheap points the first is kept, and a pair of
+    // thresholds that tries nothing is that point.
+    std::iter::once(never)
+        .chain(
+            grid.iter()
+                .flat_map(|&t| grid.iter().map(move |&k| (t, k)))
+                .map(|(t, k)| cascade(cases, t, k)),
+        )
         .filter(|p| p.accuracy + 1e-12 >= min_accuracy)
         .min_by(|a, b| {
             a.cost_per_item
@@ -321,6 +325,7 @@ mod tests {
         let blind: Vec<CascadeCase> = (0..40).map(|i| case(0.5, i % 4 == 0)).collect();
         let p = cheapest_cascade(&blind, 1.0).unwrap();
         assert_eq!((p.kept, p.cost_per_item), (0.0, 1.0), "{p:?}");
+        assert!(p.try_at.is_infinite(), "shown as never trying: {p:?}");
         // With a point to give up, the blind decision still may not keep wrong answers.
         assert!(cheapest_cascade(&blind, 0.99).unwrap().kept == 0.0);
     }

@@ -67,7 +67,8 @@ pub fn report(inputs: &ReportInputs<'_>) -> Result<Vec<SignalScore>, TrainingErr
                     .flat_map(|(_, r)| signals.iter().filter_map(|s| r.usage.get(*s)))
                     .map(|u| r2_bench::summary::cost_of(u, inputs.pool, profile))
                     .sum();
-                (profile.clone(), total / n as f64)
+                // `+ 0.0`: an empty sum is -0.0.
+                (profile.clone(), total / n as f64 + 0.0)
             })
             .collect()
     };
