@@ -34,8 +34,7 @@ pub const SAMPLES: usize = 2;
 pub const RETRIES: usize = 2;
 
 /// The judge's question, after the question and the solution under check.
-pub const JUDGE_QUESTION: &str =
-    "Check the solution above step by step. Is its final answer correct? Reply with one word: Yes or No.";
+pub const JUDGE_QUESTION: &str = "Check the student's solution step by step. Is the student's final answer correct? Reply with one word: Yes or No.";
 
 /// The program check of one maths answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,14 +98,17 @@ fn add_usage(
     u.output_tokens += u64::from(call.response.output_tokens);
 }
 
-/// The messages a judge reads: the question as the direct prompt asks it, the solution
-/// as the assistant's turn, then [`JUDGE_QUESTION`]. Starting like the judge's own direct
-/// prompt lets its answer reuse the prompt's KV prefix when the route climbs to it.
-pub fn judge_messages(family: TaskFamily, question: &str, solution: &str) -> Vec<ChatMessage> {
-    let mut messages = prompts::direct(family, question);
-    messages.push(ChatMessage::assistant(solution.trim()));
-    messages.push(ChatMessage::user(JUDGE_QUESTION));
-    messages
+/// The message a judge reads: the problem, the solution as a student's, then
+/// [`JUDGE_QUESTION`]. Shown as the judge's own assistant turn instead (which would let an
+/// escalated answer reuse the judge's KV prefix), the solution was approved every time: on 20
+/// GSM8K questions the 1.5b's P(yes) had a held-out AUC of 0.43 that way, 0.72 this way
+/// (docs/experiments/2026-12-08-signals.md).
+pub fn judge_messages(question: &str, solution: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(format!(
+        "Problem:\n{}\n\nA student's solution:\n{}\n\n{JUDGE_QUESTION}",
+        question.trim(),
+        solution.trim()
+    ))]
 }
 
 /// Reads the verdict off a one-token reply.
@@ -251,8 +253,7 @@ pub async fn collect(
     }
 
     let judge = if model + 1 < pool.len() {
-        let mut asked =
-            GenRequest::new(judge_messages(family, question, &answered.response.text), 1);
+        let mut asked = GenRequest::new(judge_messages(question, &answered.response.text), 1);
         asked.sampling = Sampling::Greedy;
         let c = call(model + 1, asked).await?;
         add_usage(&mut usage, "judge", pool, &c);
