@@ -80,12 +80,16 @@ pub struct QuestionLabel {
 }
 
 impl QuestionLabel {
+    /// The direct answer of `model`, when it was tried and did not fail.
+    pub fn direct(&self, model: &str) -> Option<&TriedRoute> {
+        self.tried.iter().find(|t| {
+            matches!(&t.route, RouteLabel::Direct { model: m } if m == model) && t.error.is_none()
+        })
+    }
+
     /// Whether direct on `model` answered correctly (None: not tried).
     pub fn direct_correct(&self, model: &str) -> Option<bool> {
-        self.tried.iter().find_map(|t| match &t.route {
-            RouteLabel::Direct { model: m } if m == model && t.error.is_none() => Some(t.correct),
-            _ => None,
-        })
+        self.direct(model).map(|t| t.correct)
     }
 
     /// Whether any decomposed allocation answered correctly.

@@ -9,7 +9,7 @@ use r2_signals::{out_of_fold, SignalsError};
 use serde::Serialize;
 
 use super::{after_sets, rows, structural, SignalRecord};
-use crate::labels::{QuestionLabel, RouteLabel};
+use crate::labels::QuestionLabel;
 use crate::TrainingError;
 
 /// One labelled question as the two-threshold decision sees it.
@@ -111,13 +111,11 @@ fn direct_outcome(
     pool: &PoolConfig,
     profile: &str,
 ) -> Option<(bool, f64)> {
-    label.tried.iter().find_map(|t| match &t.route {
-        RouteLabel::Direct { model: m } if m == model && t.error.is_none() => Some((
-            t.correct,
-            r2_bench::summary::cost_of(&t.usage, pool, profile),
-        )),
-        _ => None,
-    })
+    let t = label.direct(model)?;
+    Some((
+        t.correct,
+        r2_bench::summary::cost_of(&t.usage, pool, profile),
+    ))
 }
 
 /// Chooses the thresholds of "try `small` first" and "keep its answer" for each profile, on

@@ -170,10 +170,7 @@ pub async fn collect(
     let answer = final_answer(family, &answered.response.text);
     // The label graded the answer it recorded: a regenerated answer that differs (greedy
     // decoding in a batch is not bit-reproducible across machines) has no grade here.
-    let labelled = label.tried.iter().find_map(|t| match &t.route {
-        crate::labels::RouteLabel::Direct { model: m } if *m == id => t.answer.as_deref(),
-        _ => None,
-    });
+    let labelled = label.direct(&id).and_then(|t| t.answer.as_deref());
     if labelled.is_some_and(|l| !same_answer(family, l, &answer)) {
         return Ok(None);
     }
