@@ -12,9 +12,13 @@
 mod baselines;
 mod rated;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use r2_decomposer::{Plan, Subtask, TaskFamily};
 use r2_pool::{GenRequest, Pool, PoolCall};
+use r2_signals::KeepModel;
+use serde::{Deserialize, Serialize};
 
 pub use baselines::{DirectPolicy, FixedPolicy, RandomPolicy};
 pub use rated::LlmRatedPolicy;
@@ -95,10 +99,14 @@ impl Allocation {
 ///   (default K = 1, T = 0.7; seeds s+1..=s+K), and the answer stands as soon as one of
 ///   them passes the same check. Programs only confirm: the answer is never replaced.
 ///
+/// - `+keep[@b]` (alone): a fitted decision ([`Keep`]) reads the answer's token
+///   probabilities and, where it was fitted with them, its greedy program check, and keeps
+///   the answer when P(right) ≥ b (default: the threshold it was calibrated with).
+///
 /// If a check fails, or the first answer is empty, the executor asks the next model up and
 /// checks again, up to the largest model, whose answer stands. Every extra call is priced
 /// and traced like any other.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Escalation {
     /// Extra samples that must agree (0 with `+program` alone).
     pub samples: usize,
@@ -112,6 +120,46 @@ pub struct Escalation {
     /// which may confirm the answer (`+retry:K`; 0 without `+retry`).
     pub retries: usize,
     pub retry_temperature: f32,
+    /// `+keep[@b]`: a fitted decision instead of the rule checks above (never combined).
+    pub keep: Option<Keep>,
+}
+
+/// `+keep[@b]`: keep an answer when a fitted decision's P(right) clears the threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keep {
+    /// `@b` in the policy name: one threshold for every model (else each model's own).
+    pub at: Option<f64>,
+    /// The decisions, from the policy's router (empty until the router's parser supplies
+    /// them: then every answer escalates).
+    pub set: Arc<KeepSet>,
+}
+
+/// The keep decisions a router carries (its manifest's `keep`), fitted by `train signals`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeepSet {
+    /// The task families whose answers it decides; an answer of any other family escalates.
+    pub families: Vec<TaskFamily>,
+    /// One per pool model it was fitted for; an answer from any other model escalates.
+    pub models: Vec<KeepModel>,
+    /// What the thresholds were chosen for, e.g. "accuracy ≥ direct on
+    /// qwen2.5-coder-1.5b − 1 point, cheapest under api", and on which labels.
+    #[serde(default)]
+    pub calibrated_for: String,
+}
+
+impl KeepSet {
+    /// The decision for answers of `family` from `model`, if there is one.
+    pub fn for_answer(&self, model: &str, family: TaskFamily) -> Option<&KeepModel> {
+        if !self.families.contains(&family) {
+            return None;
+        }
+        self.models.iter().find(|m| m.model == model)
+    }
+
+    /// Refuse a set whose models do not fit together.
+    pub fn validate(&self) -> Result<(), String> {
+        self.models.iter().try_for_each(KeepModel::validate)
+    }
 }
 
 impl Escalation {
@@ -123,6 +171,7 @@ impl Escalation {
     const PROGRAM: &'static str = "+program";
     const RETRY: &'static str = "+retry";
     const USES_ALL: &'static str = ":all";
+    const KEEP: &'static str = "+keep";
 
     /// Split `name+agree[:K[@T]]`, `name+program[:all]`, `name+retry[:K[@T]]` or several of
     /// them (in any order) into the policy's own name and the escalation it asks for.
@@ -132,6 +181,13 @@ impl Escalation {
             reason,
         };
         let mut base = name;
+        let mut keep = None;
+        if let Some((head, rest)) = name.rsplit_once(Self::KEEP).filter(|(_, rest)| {
+            (rest.is_empty() || rest.starts_with(['@', ':'])) && !rest.contains('+')
+        }) {
+            keep = Some(Self::parse_keep(rest).map_err(invalid)?);
+            base = head;
+        }
         let mut agree: Option<(usize, f32)> = None;
         let mut retry: Option<(usize, f32)> = None;
         let mut program = false;
@@ -161,6 +217,40 @@ impl Escalation {
                 }
                 None => break,
             }
+        }
+        // `+keep` before another suffix (a path such as `runs/a+keep/r` is a name).
+        let keep_inside = base.match_indices(Self::KEEP).any(|(i, _)| {
+            let rest = &base[i + Self::KEEP.len()..];
+            rest.is_empty() || rest.starts_with(['@', ':', '+'])
+        });
+        if keep_inside || (keep.is_some() && (program || agree.is_some() || retry.is_some())) {
+            return Err(invalid(format!(
+                "'{}' decides alone, from its own signals: it does not combine with '{}', '{}', '{}' or itself",
+                Self::KEEP,
+                Self::PROGRAM,
+                Self::RETRY,
+                Self::SUFFIX
+            )));
+        }
+        if let Some(keep) = keep {
+            if base.trim().is_empty() {
+                return Err(invalid(format!(
+                    "'{}' follows a policy name, e.g. learned+keep",
+                    Self::KEEP
+                )));
+            }
+            return Ok((
+                base,
+                Some(Escalation {
+                    samples: 0,
+                    temperature: Self::TEMPERATURE,
+                    program: false,
+                    uses_all: false,
+                    retries: 0,
+                    retry_temperature: Self::TEMPERATURE,
+                    keep: Some(keep),
+                }),
+            ));
         }
         if !program && agree.is_none() && retry.is_none() {
             return Ok((name, None));
@@ -195,8 +285,37 @@ impl Escalation {
                 uses_all,
                 retries,
                 retry_temperature,
+                keep: None,
             }),
         ))
+    }
+
+    /// `rest` after `+keep`: empty or `@b` with b in [0, 1].
+    fn parse_keep(rest: &str) -> Result<Keep, String> {
+        let at = match rest.strip_prefix('@') {
+            None if rest.is_empty() => None,
+            None => {
+                return Err(format!(
+                    "'{0}{rest}' must be {0} or {0}@b, b a probability from 0 to 1",
+                    Self::KEEP
+                ))
+            }
+            Some(b) => Some(
+                b.parse::<f64>()
+                    .ok()
+                    .filter(|b| (0.0..=1.0).contains(b))
+                    .ok_or_else(|| {
+                        format!(
+                            "'{}{rest}' must be {0} or {0}@b, b a probability from 0 to 1",
+                            Self::KEEP
+                        )
+                    })?,
+            ),
+        };
+        Ok(Keep {
+            at,
+            set: Arc::new(KeepSet::default()),
+        })
     }
 
     /// `name+program` or `name+program:all` as `name` and whether `:all` was given.
@@ -250,6 +369,12 @@ impl Escalation {
     /// `+program`, `+program:all`, `+program+agree:1`, `+retry:1` or `+program:all+retry:1`.
     pub fn suffix(&self) -> String {
         let mut out = String::new();
+        if let Some(keep) = &self.keep {
+            out.push_str(Self::KEEP);
+            if let Some(b) = keep.at {
+                out.push_str(&format!("@{b}"));
+            }
+        }
         // `+retry` implies the program check; `+program` is written only when it adds `:all`
         // or stands alone.
         if self.program && (self.uses_all || self.retries == 0) {
@@ -284,7 +409,7 @@ pub fn with_escalation(inner: Box<dyn Policy>, escalation: Option<Escalation>) -
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
-    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]], +program[:all] and/or +retry[:K[@T]])")]
+    #[error("unknown policy '{0}' (expected direct:<model>, fixed:<model>, random[:seed], llm-rated:<model>, learned[:<path>][@t], query-level[:<path>][@t] or oracle:<labels>, each optionally followed by +agree[:K[@T]], +program[:all] and/or +retry[:K[@T]], or by +keep[@b])")]
     UnknownPolicy(String),
     #[error("{0}")]
     UnknownModel(String),
@@ -403,6 +528,6 @@ impl Policy for Named {
     }
 
     fn escalation(&self) -> Option<Escalation> {
-        self.escalation.or_else(|| self.inner.escalation())
+        self.escalation.clone().or_else(|| self.inner.escalation())
     }
 }

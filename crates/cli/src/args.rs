@@ -274,6 +274,15 @@ pub struct SignalsArgs {
     /// (0.01 = one point).
     #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
+    /// Also read 2 sampled programs, 2 sampled answers and the next model's verdict (six
+    /// calls a question instead of two): to measure them, not needed by `+keep`.
+    #[arg(long)]
+    pub all_checks: bool,
+    /// Fit the `+keep` decision on the signals and write it into this router's manifest
+    /// (`<router>.manifest.json`), calibrated for --tolerance under the active price
+    /// profile.
+    #[arg(long, value_name = "ROUTER")]
+    pub router: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -178,8 +178,13 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         let mut file = open_append(&args.out)?;
         let settings = session.settings(std::env::temp_dir());
         let bar = bar(todo.len(), "signals");
+        let checks = if args.all_checks {
+            sig::Checks::All
+        } else {
+            sig::Checks::Keep
+        };
         let mut collecting = stream::iter(todo)
-            .map(|(q, m)| sig::collect(&session.pool, &settings, q, m))
+            .map(|(q, m)| sig::collect(&session.pool, &settings, q, m, checks))
             .buffer_unordered(args.run.concurrency.max(1));
         let mut differing = 0usize;
         while let Some(record) = collecting.next().await {
@@ -209,6 +214,7 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
                 ))
             })
             .collect::<Result<_>>()?;
+    let mut fits = Vec::new();
     for &m in &models {
         let positives = records
             .iter()
@@ -245,7 +251,94 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
             "{}",
             sig::decision::render_decision(&ids[m], &ids[largest], &decision)
         );
+        if args.router.is_some() {
+            let fit = sig::fit::fit_keep(
+                &labels.questions,
+                &records,
+                &ids[m],
+                &ids[largest],
+                &session.pool.config,
+                &session.pool.config.price_profile,
+                args.tolerance,
+            )
+            .map_err(train_error)?;
+            println!("{}", sig::fit::render_fit(&ids[m], &ids[largest], &fit));
+            fits.push(fit);
+        }
     }
+    if let Some(router) = &args.router {
+        write_keep(router, &labels.questions, &records, fits, &args)?;
+    }
+    Ok(())
+}
+
+/// Writes the fitted keep decisions into `router`'s manifest (atomically), with the task
+/// families they were fitted on and what they were calibrated for.
+fn write_keep(
+    router: &Path,
+    labels: &[r2_training::labels::QuestionLabel],
+    records: &[r2_training::signals::SignalRecord],
+    fits: Vec<r2_training::signals::fit::KeepFit>,
+    args: &SignalsArgs,
+) -> Result<()> {
+    if fits.is_empty() {
+        return Err(input_error(
+            "no keep decision was fitted (too few signals); the router is unchanged",
+        ));
+    }
+    let path = r2_router::net::RouterNet::manifest_path(router);
+    let text = r2_files::read_to_string(&path, r2_files::limits::CONFIG)
+        .map_err(|e| input_error(format!("--router {}: {e}", router.display())))?;
+    let mut manifest: r2_router::net::Manifest = serde_json::from_str(&text)
+        .map_err(|e| input_error(format!("{}: not a router manifest: {e}", path.display())))?;
+    if let Some(f) = fits
+        .iter()
+        .find(|f| !manifest.pool.contains(&f.model.model))
+    {
+        return Err(input_error(format!(
+            "--router {}: its pool ({}) has no {}",
+            router.display(),
+            manifest.pool.join(", "),
+            f.model.model
+        )));
+    }
+    let fitted: HashSet<&str> = fits.iter().map(|f| f.model.model.as_str()).collect();
+    let by_id: std::collections::HashMap<&str, &r2_training::labels::QuestionLabel> =
+        labels.iter().map(|l| (l.id.as_str(), l)).collect();
+    let mut families: Vec<r2_decomposer::TaskFamily> = r2_decomposer::TaskFamily::ALL
+        .iter()
+        .copied()
+        .filter(|f| {
+            records.iter().any(|r| {
+                fitted.contains(r.model.as_str())
+                    && by_id.get(r.id.as_str()).is_some_and(|l| l.family == *f)
+            })
+        })
+        .collect();
+    families.dedup();
+    let first = &fits[0];
+    let calibrated_for = format!(
+        "accuracy ≥ direct on {} − {} points, cheapest under {} prices; {} labelled questions ({})",
+        manifest.pool.last().cloned().unwrap_or_default(),
+        100.0 * args.tolerance,
+        first.profile,
+        first.n,
+        args.labels
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    manifest.keep = Some(r2_allocator::KeepSet {
+        families,
+        models: fits.into_iter().map(|f| f.model).collect(),
+        calibrated_for,
+    });
+    let json = serde_json::to_string_pretty(&manifest).context("cannot serialise the manifest")?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote the keep decisions into {}", path.display());
     Ok(())
 }
 
@@ -449,7 +542,7 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
     })?;
     // A suffix (+program, +retry, ...) scores every threshold with that check, the way
     // the policy will run.
-    let (policy, escalation) = r2_allocator::Escalation::split(args.policy.trim())
+    let (policy, mut escalation) = r2_allocator::Escalation::split(args.policy.trim())
         .map_err(|e| input_error(e.to_string()))?;
     // The threshold a name may carry is what calibration chooses anew.
     let path = match parse_learned(policy.trim()) {
@@ -468,6 +561,14 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
         .env
         .load_router(&path, &session.pool)
         .map_err(router_error)?;
+    if let Some(keep) = escalation.as_mut().and_then(|e| e.keep.as_mut()) {
+        let set = net.manifest.keep.clone().ok_or_else(|| {
+            input_error(format!(
+                "router '{path}' has no keep decisions for +keep; fit them with `r2reasoner train signals --router`"
+            ))
+        })?;
+        keep.set = std::sync::Arc::new(set);
+    }
     let settings = session.settings(std::env::temp_dir());
     println!(
         "calibrating on {} items of {}",
@@ -480,7 +581,7 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
         &Calibrated {
             net,
             features,
-            escalation,
+            escalation: escalation.clone(),
         },
         &selection.items,
         &GRID,
@@ -508,7 +609,7 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
                 p.cost_per_item,
                 path,
                 p.threshold,
-                escalation.map(|e| e.suffix()).unwrap_or_default()
+                escalation.as_ref().map(|e| e.suffix()).unwrap_or_default()
             );
             Ok(())
         }

@@ -941,3 +941,122 @@ async fn retry_lets_a_sampled_program_confirm_the_answer() {
         assert!(parse_policy(good, &pool).is_ok(), "{good}");
     }
 }
+
+/// A keep decision for the 0.5b's maths answers that trusts its greedy program only.
+fn keep_on_program(at: Option<f64>) -> r2_allocator::Escalation {
+    use r2_signals::{KeepFeature, KeepModel, Logistic};
+    let set = r2_allocator::KeepSet {
+        families: vec![TaskFamily::Math],
+        models: vec![KeepModel {
+            model: "qwen2.5-coder-0.5b".into(),
+            features: vec![KeepFeature::LeastConfidence, KeepFeature::Program],
+            logistic: Logistic {
+                mean: vec![0.5, 0.5],
+                scale: vec![0.5, 0.5],
+                weights: vec![0.0, 4.0],
+                bias: 0.0,
+            },
+            threshold: 0.9,
+        }],
+        calibrated_for: "a test".into(),
+    };
+    let (_, e) = r2_allocator::Escalation::split("direct:x+keep").unwrap();
+    let mut e = e.unwrap();
+    let keep = e.keep.as_mut().unwrap();
+    keep.set = Arc::new(set);
+    keep.at = at;
+    e
+}
+
+#[tokio::test]
+async fn keep_scores_the_answer_and_escalates_below_its_threshold() {
+    let direct = |model: usize, at: Option<f64>| {
+        r2_allocator::with_escalation(
+            Box::new(r2_allocator::DirectPolicy::new(model)),
+            Some(keep_on_program(at)),
+        )
+    };
+    let steady = |_: &GenRequest| "ANSWER: 22".to_string();
+    let confirmed = |req: &GenRequest| {
+        if is_program(req) {
+            "```python\nanswer = 4 * 3 + 2 * 5\n```".to_string()
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let unconfirmed = |req: &GenRequest| {
+        if is_program(req) {
+            "```python\nanswer = 21\n```".to_string()
+        } else {
+            "ANSWER: 22".to_string()
+        }
+    };
+    let run = |answers: [fn(&GenRequest) -> String; 3],
+               model: usize,
+               at: Option<f64>,
+               family: TaskFamily| async move {
+        let (pool, calls) = per_model_pool(answers);
+        let policy = direct(model, at);
+        assert!(
+            policy.name().ends_with("+keep") || at.is_some(),
+            "{}",
+            policy.name()
+        );
+        let a = Executor::new(&pool, ExecOptions::default())
+            .run(QUESTION, family, policy.as_ref(), 2)
+            .await
+            .unwrap();
+        (a, calls)
+    };
+
+    // The program confirms the answer: P(right) = sigmoid(4) ≈ 0.98 clears 0.9; kept.
+    let (a, calls) = run([steady, confirmed, steady], 1, None, TaskFamily::Math).await;
+    assert_eq!(ids(&a), ["1:program", "1"], "{:?}", a.warnings);
+    assert_eq!((calls[1].calls(), calls[2].calls()), (2, 0));
+    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+
+    // It computes something else: P(right) ≈ 0.02, escalated to the 1.5b, whose answer stands.
+    let (a, calls) = run([steady, unconfirmed, steady], 1, None, TaskFamily::Math).await;
+    assert_eq!(calls[2].calls(), 1);
+    assert_eq!(trail(&a).last().unwrap().1, "qwen2.5-coder-1.5b");
+    assert_one_warning(&a, "below the keep threshold 0.9");
+
+    // `+keep@b` overrides the calibrated threshold.
+    let (a, calls) = run([steady, confirmed, steady], 1, Some(0.99), TaskFamily::Math).await;
+    assert_eq!(calls[2].calls(), 1);
+    assert_one_warning(&a, "below the keep threshold 0.99");
+
+    // No decision for another model or another family: the answer escalates, unscored.
+    let (a, calls) = run([steady, confirmed, steady], 0, None, TaskFamily::Math).await;
+    assert_eq!((calls[0].calls(), calls[1].calls()), (1, 2));
+    assert_one_warning(&a, "has no keep decision for its math answers");
+    let (a, calls) = run([steady, confirmed, steady], 1, None, TaskFamily::General).await;
+    assert_eq!((calls[1].calls(), calls[2].calls()), (1, 1));
+    assert_one_warning(&a, "has no keep decision for its general answers");
+}
+
+#[test]
+fn keep_parses_alone_with_an_optional_threshold() {
+    use r2_allocator::Escalation;
+    let (base, e) = Escalation::split("learned@0.6+keep@0.75").unwrap();
+    let e = e.unwrap();
+    assert_eq!(
+        (base, e.keep.as_ref().unwrap().at),
+        ("learned@0.6", Some(0.75))
+    );
+    assert_eq!(e.suffix(), "+keep@0.75");
+    let (_, e) = Escalation::split("direct:qwen2.5-coder-0.5b+keep").unwrap();
+    assert_eq!(e.unwrap().suffix(), "+keep");
+    for bad in [
+        "+keep",
+        "direct:qwen2.5-coder-0.5b+keep@1.5",
+        "direct:qwen2.5-coder-0.5b+keep@x",
+        "direct:qwen2.5-coder-0.5b+keep:2",
+        "direct:qwen2.5-coder-0.5b+program+keep",
+        "direct:qwen2.5-coder-0.5b+keep+agree",
+        "direct:qwen2.5-coder-0.5b+keep+keep",
+    ] {
+        let err = Escalation::split(bad).err();
+        assert!(err.is_some_and(|e| e.is_input_error()), "{bad}");
+    }
+}

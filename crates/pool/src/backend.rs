@@ -120,6 +120,18 @@ impl GenResponse {
         let c = mean.exp();
         c.is_finite().then_some(c.clamp(0.0, 1.0))
     }
+
+    /// The least probability of any generated token, in [0, 1].
+    pub fn least_confidence(&self) -> Option<f64> {
+        let least = self
+            .token_logprobs
+            .as_ref()?
+            .iter()
+            .copied()
+            .reduce(f32::min)?;
+        let p = f64::from(least).exp();
+        p.is_finite().then_some(p.clamp(0.0, 1.0))
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -23,7 +23,7 @@ pub mod rng;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use r2_allocator::{with_escalation, Escalation, Named, Policy, PolicyError};
+use r2_allocator::{with_escalation, Escalation, KeepSet, Named, Policy, PolicyError};
 use r2_models::ModelCache;
 use r2_pool::Pool;
 
@@ -261,11 +261,39 @@ pub fn parse_policy(
     pool: &Pool,
     env: &RouterEnv,
 ) -> Result<Box<dyn Policy>, PolicyError> {
-    let (name, escalation) = Escalation::split(name.trim())?;
+    let (name, mut escalation) = Escalation::split(name.trim())?;
+    if let Some(keep) = escalation.as_mut().and_then(|e| e.keep.as_mut()) {
+        keep.set = keep_set(name.trim(), pool, env)?;
+    }
     Ok(with_escalation(
         parse_base(name.trim(), pool, env)?,
         escalation,
     ))
+}
+
+/// The keep decisions `+keep` uses with the policy `name`: those of the router it names
+/// (`learned:<path>`, `query-level:<path>`), else the shipped router's.
+fn keep_set(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Arc<KeepSet>, PolicyError> {
+    let path = match parse_learned(name) {
+        Some(learned) => learned?.path,
+        None => SHIPPED_NAME.to_string(),
+    };
+    let (net, _) = env
+        .load_router(&path, pool)
+        .map_err(|e| PolicyError::Invalid {
+            policy: format!("{name}+keep"),
+            reason: e.to_string(),
+        })?;
+    net.manifest
+        .keep
+        .clone()
+        .map(Arc::new)
+        .ok_or_else(|| PolicyError::Invalid {
+            policy: format!("{name}+keep"),
+            reason: format!(
+                "router '{path}' has no keep decisions; fit them with `r2reasoner train signals --router`"
+            ),
+        })
 }
 
 fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy>, PolicyError> {

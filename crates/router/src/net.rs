@@ -82,6 +82,10 @@ pub struct Manifest {
     /// routers made before it was recorded: every family is routed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub families: Option<Vec<TaskFamily>>,
+    /// The keep decisions `+keep` applies to this router's answers (fitted and calibrated by
+    /// `train signals --router`); absent until fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<r2_allocator::KeepSet>,
     /// Where the weights came from (dataset, labels, seed, metrics); free-form.
     #[serde(default)]
     pub notes: serde_json::Map<String, serde_json::Value>,
@@ -112,6 +116,15 @@ impl Manifest {
 
     /// Refuse a router trained for another pool or feature layout.
     pub fn check(&self, pool: &[String], layout: &FeatureLayout) -> Result<(), RouterError> {
+        if let Some(keep) = &self.keep {
+            keep.validate().map_err(RouterError::Invalid)?;
+            if let Some(m) = keep.models.iter().find(|m| !self.pool.contains(&m.model)) {
+                return Err(RouterError::Invalid(format!(
+                    "the manifest has a keep decision for {}, which is not in its pool",
+                    m.model
+                )));
+            }
+        }
         if let Some(d) = self.decompose_at.filter(|&d| d > self.pool.len()) {
             return Err(RouterError::Invalid(format!(
                 "the manifest puts decomposing at route position {d} of a {}-model pool",
@@ -290,6 +303,7 @@ impl RouterNet {
                 stage: "init".into(),
                 decompose_at: None,
                 families: None,
+                keep: None,
                 notes: Default::default(),
             },
             step,

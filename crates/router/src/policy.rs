@@ -235,6 +235,6 @@ impl Policy for SamplingPolicy {
     }
 
     fn escalation(&self) -> Option<Escalation> {
-        self.escalation
+        self.escalation.clone()
     }
 }

@@ -160,3 +160,62 @@ fn the_shipped_router_belongs_to_the_embedded_pool() {
         .expect("a pool mismatch");
     assert!(err.to_string().contains("trained for the pool"), "{err}");
 }
+
+#[test]
+fn keep_reads_its_decisions_from_the_router_the_policy_names() {
+    use r2_signals::{KeepFeature, KeepModel, Logistic};
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool();
+    let env = r2_router::RouterEnv::new(None, false);
+    let features = Featurizer::new(Arc::new(HashEncoder::new(16)));
+    let mut net = RouterNet::new(ids(&pool), features.layout(), 8, 0).unwrap();
+    let path = dir.path().join("r.safetensors");
+    net.save(&path).unwrap();
+    let name = format!("learned:{}+keep", path.display());
+
+    // Without keep decisions in its manifest: an input error saying how to fit them.
+    let err = r2_router::parse_policy(&name, &pool, &env).err().unwrap();
+    assert!(err.is_input_error());
+    assert!(err.to_string().contains("train signals --router"), "{err}");
+
+    let keep = KeepModel {
+        model: pool.id(1).to_string(),
+        features: vec![KeepFeature::Confidence],
+        logistic: Logistic {
+            mean: vec![0.8],
+            scale: vec![0.1],
+            weights: vec![2.0],
+            bias: 0.0,
+        },
+        threshold: 0.7,
+    };
+    net.manifest.keep = Some(r2_allocator::KeepSet {
+        families: vec![TaskFamily::Math],
+        models: vec![keep.clone()],
+        calibrated_for: "a test".into(),
+    });
+    net.save(&path).unwrap();
+    let policy = r2_router::parse_policy(&name, &pool, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(policy.name().ends_with("+keep"), "{}", policy.name());
+    let set = policy.escalation().unwrap().keep.unwrap().set;
+    assert_eq!(set.for_answer(pool.id(1), TaskFamily::Math), Some(&keep));
+    assert_eq!(set.for_answer(pool.id(1), TaskFamily::MultipleChoice), None);
+    assert_eq!(set.for_answer(pool.id(0), TaskFamily::Math), None);
+
+    // A decision for a model outside its pool, or one whose parts do not fit, is refused.
+    for broken in [
+        KeepModel {
+            model: "gpt-x".into(),
+            ..keep.clone()
+        },
+        KeepModel {
+            features: vec![KeepFeature::Confidence, KeepFeature::Program],
+            ..keep.clone()
+        },
+    ] {
+        net.manifest.keep.as_mut().unwrap().models = vec![broken];
+        net.save(&path).unwrap();
+        let err = r2_router::parse_policy(&name, &pool, &env).err().unwrap();
+        assert!(err.is_input_error(), "{err}");
+    }
+}

@@ -14,6 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod keep;
+pub use keep::{KeepFeature, KeepModel, Observed, ProgramOutcome};
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SignalsError {
     #[error("{what}: {got} values but {expected} examples")]
@@ -28,6 +31,8 @@ pub enum SignalsError {
     Empty,
     #[error("every example is {}: a signal cannot be scored on one class", if *.positive { "positive" } else { "negative" })]
     OneClass { positive: bool },
+    #[error("the answer has no {what} to score")]
+    Missing { what: &'static str },
     #[error("{folds} folds need at least {folds} examples of each class")]
     TooFewForFolds { folds: usize },
 }

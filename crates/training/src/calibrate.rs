@@ -72,7 +72,7 @@ pub async fn sweep(
             router.net.clone(),
             router.features.clone(),
             t,
-            router.escalation,
+            router.escalation.clone(),
         );
         let policy = policy.as_ref();
         let results: Vec<_> = stream::iter(items)

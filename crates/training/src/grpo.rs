@@ -303,7 +303,7 @@ impl<'a> Grpo<'a> {
             net.clone(),
             self.features.clone(),
             self.options.threshold,
-            self.options.escalation,
+            self.options.escalation.clone(),
         );
         let policy = policy.as_ref();
         let samples: Vec<(bool, f64, f64)> = stream::iter(items)
@@ -497,7 +497,7 @@ impl<'a> Grpo<'a> {
                     threshold: o.threshold,
                     seed,
                     decisions: Mutex::new(Vec::new()),
-                    escalation: o.escalation,
+                    escalation: o.escalation.clone(),
                 };
                 let r = run_item(self.pool, &policy, self.settings, item).await;
                 let ok = r.correct && r.error.is_none();
@@ -522,7 +522,7 @@ impl<'a> Grpo<'a> {
     fn stamped(&self, net: &RouterNet) -> Result<RouterNet, TrainingError> {
         let mut ck = net.snapshot()?;
         ck.manifest.stage = "grpo".into();
-        if let Some(e) = self.options.escalation {
+        if let Some(e) = &self.options.escalation {
             ck.manifest
                 .notes
                 .insert("grpo_escalation".into(), e.suffix().into());

@@ -13,7 +13,8 @@ use r2_pool::{
     Backend, BackendError, FinishReason, GenRequest, GenResponse, Pool, PoolConfig, Sampling,
 };
 use r2_training::labels::{QuestionLabel, RouteLabel, TriedRoute};
-use r2_training::signals::{collect, JUDGE_QUESTION};
+use r2_training::signals::fit::fit_keep;
+use r2_training::signals::{collect, Checks, ProgramSignal, SignalRecord, JUDGE_QUESTION};
 
 /// Answers 42 greedily (and on the seed-2 sample, 41 on seed 1), writes a program that
 /// computes 42 from the question's numbers, and judges "Yes" with probability 0.7.
@@ -98,7 +99,7 @@ fn settings() -> RunSettings {
 #[tokio::test]
 async fn every_signal_is_read_off_its_calls() {
     let pool = pool();
-    let r = collect(&pool, &settings(), &label(&pool, "42"), 1)
+    let r = collect(&pool, &settings(), &label(&pool, "42"), 1, Checks::All)
         .await
         .unwrap()
         .expect("the labelled answer is the one given again");
@@ -112,7 +113,7 @@ async fn every_signal_is_read_off_its_calls() {
     assert!(p.plain && p.greedy && p.greedy_uses_all, "{p:?}");
     assert_eq!((p.sampled_confirming, p.sampled), (2, 2));
     // Sample 1 said 41, sample 2 said 42.
-    assert_eq!(r.agree, 0.5);
+    assert_eq!(r.agree, Some(0.5));
     let j = r.judge.as_ref().unwrap();
     assert_eq!(j.model, pool.id(2));
     assert_eq!(j.verdict, Some(true));
@@ -128,13 +129,142 @@ async fn every_signal_is_read_off_its_calls() {
 async fn the_largest_model_has_no_judge_and_a_changed_answer_no_record() {
     let pool = pool();
     let largest = pool.len() - 1;
-    let r = collect(&pool, &settings(), &label(&pool, "42"), largest)
+    let r = collect(
+        &pool,
+        &settings(),
+        &label(&pool, "42"),
+        largest,
+        Checks::All,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(r.judge.is_none());
+    assert!(
+        collect(&pool, &settings(), &label(&pool, "17"), 1, Checks::All)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_keep_checks_read_the_answer_and_its_greedy_program_only() {
+    let pool = pool();
+    let r = collect(&pool, &settings(), &label(&pool, "42"), 1, Checks::Keep)
         .await
         .unwrap()
         .unwrap();
-    assert!(r.judge.is_none());
-    assert!(collect(&pool, &settings(), &label(&pool, "17"), 1)
-        .await
-        .unwrap()
-        .is_none());
+    assert!((r.min_confidence.unwrap() - (-0.5f64).exp()).abs() < 1e-6);
+    let p = r.program.as_ref().unwrap();
+    assert!(p.greedy && p.greedy_uses_all, "{p:?}");
+    assert_eq!(p.sampled, 0);
+    assert!(r.agree.is_none() && r.judge.is_none() && !r.all_checks());
+    let calls: Vec<&str> = r.usage.keys().map(String::as_str).collect();
+    assert_eq!(calls, ["answer", "program"]);
+}
+
+/// Labels and records where the 0.5b is right exactly when its greedy program confirms its
+/// answer; its confidence says nothing.
+fn program_carries_it(pool: &Pool, n: usize) -> (Vec<QuestionLabel>, Vec<SignalRecord>) {
+    let usage = |m: &str| {
+        BTreeMap::from([(
+            m.to_string(),
+            ModelUsage {
+                calls: 1,
+                input_tokens: 100,
+                output_tokens: 200,
+            },
+        )])
+    };
+    let mut labels = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..n {
+        let right = i % 3 != 0;
+        let mut l = label(pool, "42");
+        l.id = format!("q{i}");
+        for t in &mut l.tried {
+            let RouteLabel::Direct { model } = &t.route else {
+                unreachable!()
+            };
+            t.correct = model != pool.id(1) || right;
+            t.usage = usage(model);
+        }
+        labels.push(l);
+        records.push(SignalRecord {
+            id: format!("q{i}"),
+            model: pool.id(1).to_string(),
+            correct: right,
+            answer: "42".into(),
+            confidence: Some(0.5 + 0.4 * ((i * 7) % 10) as f64 / 10.0),
+            min_confidence: Some(0.2 + 0.5 * ((i * 3) % 10) as f64 / 10.0),
+            program: Some(ProgramSignal {
+                plain: true,
+                greedy: right,
+                greedy_uses_all: right && i % 2 == 0,
+                sampled_confirming: 0,
+                sampled: 0,
+            }),
+            agree: None,
+            judge: None,
+            usage: BTreeMap::from([("program".to_string(), usage(pool.id(1)))]),
+        });
+    }
+    (labels, records)
+}
+
+#[test]
+fn the_keep_decision_learns_the_one_signal_that_carries_correctness() {
+    let pool = pool();
+    let (labels, records) = program_carries_it(&pool, 60);
+    let fit = fit_keep(
+        &labels,
+        &records,
+        pool.id(1),
+        pool.id(2),
+        &pool.config,
+        "compute",
+        0.0,
+    )
+    .unwrap();
+    // It keeps every right answer and nothing else: the 1.5b's accuracy, at the cost of
+    // the 0.5b's answer and program plus a third of the 1.5b's answers.
+    assert_eq!(fit.n, 60);
+    assert_eq!(fit.chosen.accuracy, 1.0);
+    assert!(
+        (fit.chosen.kept - 40.0 / 60.0).abs() < 1e-9,
+        "{:?}",
+        fit.chosen
+    );
+    assert!(fit.chosen.cost_per_item < fit.large_cost, "{fit:?}");
+    let held = fit.held_out.expect("each half meets the target");
+    assert_eq!(held.accuracy, 1.0);
+    // The fitted model scores a confirmed answer right and an unconfirmed one wrong,
+    // whatever its confidence.
+    let m = &fit.model;
+    m.validate().unwrap();
+    let obs = |confirms: bool, conf: f64| r2_signals::Observed {
+        confidence: Some(conf),
+        least_confidence: Some(conf / 2.0),
+        program: Some(r2_signals::ProgramOutcome {
+            confirms,
+            uses_all: false,
+        }),
+    };
+    for conf in [0.5, 0.7, 0.9] {
+        assert!(m.probability(&obs(true, conf)).unwrap() >= m.threshold);
+        assert!(m.probability(&obs(false, conf)).unwrap() < m.threshold);
+    }
+    // Too few questions, or none right: an error, not a panic.
+    let (labels, records) = program_carries_it(&pool, 3);
+    assert!(fit_keep(
+        &labels,
+        &records,
+        pool.id(1),
+        pool.id(2),
+        &pool.config,
+        "api",
+        0.0
+    )
+    .is_err());
 }

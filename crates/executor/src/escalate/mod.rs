@@ -20,6 +20,7 @@
 //!   `calibrate` only when its policy has a suffix (each threshold is scored under it).
 
 mod agree;
+mod keep;
 mod program;
 
 use r2_allocator::Escalation;
@@ -30,6 +31,7 @@ use crate::answer::final_answer;
 use crate::run::{ExecError, Executor};
 use crate::trace::StepTrace;
 use agree::Agree;
+use keep::KeepCheck;
 use program::{ProgramCheck, Retry};
 
 /// How a final answer is asked for: directly (step `1`) or as a plan's synthesis.
@@ -57,6 +59,9 @@ pub(crate) struct UnderCheck<'a> {
     pub answer: String,
     /// The answer's own seed (0 when greedy), which sample seeds count up from.
     pub base_seed: u64,
+    /// Geometric-mean and least token probability of the answer (None: the backend gave none).
+    pub confidence: Option<f64>,
+    pub least_confidence: Option<f64>,
 }
 
 impl UnderCheck<'_> {
@@ -124,11 +129,16 @@ enum Check {
     Retry(Retry),
     /// `+agree:K`: K sampled answers say the same.
     Agree(Agree),
+    /// `+keep[@b]`: a fitted decision over the answer's signals (alone).
+    Keep(KeepCheck),
 }
 
 impl Check {
     /// The checks `esc` asks for on an answer of `family`, in the order they run.
     fn list(esc: &Escalation, family: TaskFamily) -> Vec<Check> {
+        if let Some(keep) = &esc.keep {
+            return vec![Check::Keep(KeepCheck { keep: keep.clone() })];
+        }
         let mut checks = Vec::new();
         if esc.program && family == TaskFamily::Math {
             let program = ProgramCheck {
@@ -156,7 +166,9 @@ impl Check {
     fn runs_after(&self, so_far: &Verdict) -> bool {
         match self {
             Check::Retry(_) => matches!(so_far, Verdict::Unconfirmed(_)),
-            Check::Program(_) | Check::Agree(_) => matches!(so_far, Verdict::Pass),
+            Check::Program(_) | Check::Agree(_) | Check::Keep(_) => {
+                matches!(so_far, Verdict::Pass)
+            }
         }
     }
 
@@ -172,6 +184,7 @@ impl Check {
             Check::Program(check) => check.run(exec, under, traces).await,
             Check::Retry(retry) => retry.run(exec, under, so_far, traces).await,
             Check::Agree(agree) => agree.run(exec, under, traces).await,
+            Check::Keep(keep) => keep.run(exec, under, traces).await,
         }
     }
 }
@@ -186,7 +199,9 @@ impl Executor<'_> {
         mut model: usize,
         escalation: Option<Escalation>,
     ) -> Result<Checked, ExecError> {
-        let checks = escalation.map_or_else(Vec::new, |esc| Check::list(&esc, asked.family));
+        let checks = escalation
+            .as_ref()
+            .map_or_else(Vec::new, |esc| Check::list(esc, asked.family));
         let mut traces = Vec::new();
         let mut warnings = Vec::new();
         let mut call_id = asked.id.to_string();
@@ -200,7 +215,10 @@ impl Executor<'_> {
             let answered = traces.len();
             traces.push(self.trace(&call_id, asked.text, asked.depends_on.clone(), &call));
             let answer = final_answer(asked.family, &call.response.text);
-            let Some(esc) = escalation.filter(|_| model + 1 < self.pool().len()) else {
+            let Some(esc) = escalation
+                .as_ref()
+                .filter(|_| model + 1 < self.pool().len())
+            else {
                 return Ok(Checked {
                     traces,
                     answer,
@@ -223,6 +241,8 @@ impl Executor<'_> {
                 model,
                 answer,
                 base_seed,
+                confidence: call.response.confidence(),
+                least_confidence: call.response.least_confidence(),
             };
             for check in &checks {
                 if check.runs_after(&verdict) {
@@ -263,6 +283,7 @@ mod tests {
                 Check::Program(_) => "program",
                 Check::Retry(_) => "retry",
                 Check::Agree(_) => "agree",
+                Check::Keep(_) => "keep",
             })
             .collect()
     }
@@ -276,6 +297,7 @@ mod tests {
             uses_all: false,
             retries: 1,
             retry_temperature: 0.7,
+            keep: None,
         };
         assert_eq!(
             names(&Check::list(&esc, TaskFamily::Math)),

@@ -4,10 +4,11 @@
 //! the question writes. A program cut off at the token limit confirms nothing.
 
 use r2_pool::{FinishReason, Sampling};
+use r2_signals::ProgramOutcome;
 
 use super::{UnderCheck, Verdict};
 use crate::answer::{is_plain_number, same_value, show_value};
-use crate::program::{evaluate, unused_quantities, ProgramError};
+use crate::program::{evaluate, unused_quantities, Computed, ProgramError};
 use crate::prompts;
 use crate::run::{ExecError, Executor};
 use crate::trace::StepTrace;
@@ -56,22 +57,14 @@ impl ProgramCheck {
         sampling: Sampling,
         traces: &mut Vec<StepTrace>,
     ) -> Result<Option<String>, ExecError> {
-        let asked = under.asked;
-        let mut request = asked.request.clone();
-        request.messages = prompts::program(asked.question);
-        request.sampling = sampling;
-        let call = under.ask(exec, id, &request, traces).await?;
-        let computed = match call.response.finish {
-            FinishReason::Length => Err(ProgramError::CutOff),
-            _ => evaluate(&call.response.text),
-        };
+        let computed = written(exec, under, id, sampling, traces).await?;
         let failure = match computed {
             Err(e) => Some(format!("wrote a program that gives no value ({e})")),
             Ok(c) if !same_value(&under.answer, c.value) => {
                 Some(format!("computed {} with its program", show_value(c.value)))
             }
             Ok(c) if self.uses_all => {
-                let unused = unused_quantities(asked.question, &c.inputs);
+                let unused = unused_quantities(under.asked.question, &c.inputs);
                 (!unused.is_empty()).then(|| {
                     format!(
                         "wrote a program that never uses {} from the question",
@@ -83,6 +76,44 @@ impl ProgramCheck {
         };
         Ok(failure)
     }
+}
+
+/// The program the answering model writes for the question with `sampling`, under call id
+/// `id`, and what the interpreter makes of it (a program cut off at the token limit gives
+/// nothing).
+pub(super) async fn written(
+    exec: &Executor<'_>,
+    under: &UnderCheck<'_>,
+    id: &str,
+    sampling: Sampling,
+    traces: &mut Vec<StepTrace>,
+) -> Result<Result<Computed, ProgramError>, ExecError> {
+    let mut request = under.asked.request.clone();
+    request.messages = prompts::program(under.asked.question);
+    request.sampling = sampling;
+    let call = under.ask(exec, id, &request, traces).await?;
+    Ok(match call.response.finish {
+        FinishReason::Length => Err(ProgramError::CutOff),
+        _ => evaluate(&call.response.text),
+    })
+}
+
+/// The greedy program's outcome as the keep decision reads it: whether it computes the
+/// answer, and whether it uses every number of the question.
+pub(super) async fn outcome(
+    exec: &Executor<'_>,
+    under: &UnderCheck<'_>,
+    traces: &mut Vec<StepTrace>,
+) -> Result<ProgramOutcome, ExecError> {
+    let sampling = under.asked.request.sampling;
+    let computed = written(exec, under, &under.id("program"), sampling, traces).await?;
+    Ok(match computed {
+        Ok(c) if same_value(&under.answer, c.value) => ProgramOutcome {
+            confirms: true,
+            uses_all: unused_quantities(under.asked.question, &c.inputs).is_empty(),
+        },
+        _ => ProgramOutcome::default(),
+    })
 }
 
 /// `+retry:K[@T]`: after the program check left the answer unconfirmed, up to K programs

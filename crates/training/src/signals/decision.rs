@@ -139,9 +139,11 @@ pub fn decide(
     let before = out_of_fold(&before_x, &y, 5, 17, 1.0).map_err(err)?;
     let has_program = rows.iter().any(|(_, r)| r.program.is_some());
     let has_judge = rows.iter().any(|(_, r)| r.judge.is_some());
+    // A decision is offered only signals every question has.
+    let all_checks = rows.iter().all(|(_, r)| r.all_checks());
     let sets: Vec<_> = after_sets(has_program, has_judge)
         .into_iter()
-        .filter(|s| s.for_decision)
+        .filter(|s| s.for_decision && (all_checks || !s.all_checks))
         .collect();
     let profiles: Vec<String> = pool
         .models

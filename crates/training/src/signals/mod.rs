@@ -26,6 +26,7 @@ use crate::labels::QuestionLabel;
 use crate::TrainingError;
 
 pub mod decision;
+pub mod fit;
 pub mod report;
 
 /// Sampled answers compared with the kept one (`+agree:2`).
@@ -74,8 +75,10 @@ pub struct SignalRecord {
     pub min_confidence: Option<f64>,
     /// Maths only.
     pub program: Option<ProgramSignal>,
-    /// Share of [`SAMPLES`] sampled answers equal to the answer.
-    pub agree: f64,
+    /// Share of [`SAMPLES`] sampled answers equal to the answer (collected with every check
+    /// only, like the sampled programs and the judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agree: Option<f64>,
     /// None for the largest model (nothing above it to judge).
     pub judge: Option<JudgeSignal>,
     /// Tokens per signal (`answer`, `program`, `retry`, `agree`, `judge`), per model.
@@ -141,6 +144,17 @@ pub fn verdict(call: &PoolCall) -> JudgeSignal {
     }
 }
 
+/// Which signals [`collect`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// What the `+keep` decision reads: token probabilities and the greedy program (one call
+    /// after the answer).
+    Keep,
+    /// Also [`RETRIES`] sampled programs, [`SAMPLES`] sampled answers and the next model's
+    /// verdict (five more calls).
+    All,
+}
+
 /// Collects the signals of `model`'s direct answer to `label`'s question; None when the
 /// labels have no direct answer of that model, or when the answer regenerated now is not
 /// the one the labels graded.
@@ -149,7 +163,12 @@ pub async fn collect(
     settings: &RunSettings,
     label: &QuestionLabel,
     model: usize,
+    checks: Checks,
 ) -> Result<Option<SignalRecord>, TrainingError> {
+    let retries = match checks {
+        Checks::Keep => 0,
+        Checks::All => RETRIES,
+    };
     let id = pool.id(model).to_string();
     let Some(correct) = label.direct_correct(&id) else {
         return Ok(None);
@@ -174,14 +193,7 @@ pub async fn collect(
     if labelled.is_some_and(|l| !same_answer(family, l, &answer)) {
         return Ok(None);
     }
-    let probs: Vec<f64> = answered
-        .response
-        .token_logprobs
-        .iter()
-        .flatten()
-        .map(|&l| f64::from(l).exp())
-        .collect();
-    let min_confidence = probs.iter().copied().reduce(f64::min);
+    let min_confidence = answered.response.least_confidence();
 
     let program = if family == TaskFamily::Math {
         let plain = is_plain_number(&answer);
@@ -193,7 +205,7 @@ pub async fn collect(
             sampled: 0,
         };
         if plain {
-            for k in 0..=RETRIES {
+            for k in 0..=retries {
                 let mut asked = direct.clone();
                 asked.messages = prompts::program(question);
                 if k > 0 {
@@ -233,6 +245,20 @@ pub async fn collect(
         None
     };
 
+    if checks == Checks::Keep {
+        return Ok(Some(SignalRecord {
+            id: label.id.clone(),
+            model: id,
+            correct,
+            answer,
+            confidence: answered.response.confidence(),
+            min_confidence,
+            program,
+            agree: None,
+            judge: None,
+            usage,
+        }));
+    }
     let mut agreeing = 0;
     for k in 1..=SAMPLES {
         let mut again = direct.clone();
@@ -269,7 +295,7 @@ pub async fn collect(
         confidence: answered.response.confidence(),
         min_confidence,
         program,
-        agree: agreeing as f64 / SAMPLES as f64,
+        agree: Some(agreeing as f64 / SAMPLES as f64),
         judge,
         usage,
     }))
@@ -368,6 +394,8 @@ pub struct SignalSet {
     pub costs: Vec<&'static str>,
     /// Offered to the try/keep decision (combinations; single signals are only reported).
     pub for_decision: bool,
+    /// Read only from records collected with every check ([`Checks::All`]).
+    pub all_checks: bool,
 }
 
 impl SignalSet {
@@ -382,7 +410,17 @@ impl SignalSet {
             features: Box::new(features),
             costs: costs.to_vec(),
             for_decision,
+            all_checks: costs
+                .iter()
+                .any(|c| ["retry", "agree", "judge"].contains(c)),
         }
+    }
+}
+
+impl SignalRecord {
+    /// Whether it was collected with every check ([`Checks::All`]).
+    pub fn all_checks(&self) -> bool {
+        self.agree.is_some()
     }
 }
 
@@ -418,7 +456,7 @@ pub fn after_sets(has_program: bool, has_judge: bool) -> Vec<SignalSet> {
         format!("agreement of {SAMPLES} samples"),
         &["agree"],
         false,
-        |r| vec![r.agree],
+        |r| vec![r.agree.unwrap_or(0.0)],
     ));
     let checks: &[&'static str] = if has_program {
         &["program", "retry", "agree"]
@@ -429,7 +467,7 @@ pub fn after_sets(has_program: bool, has_judge: bool) -> Vec<SignalSet> {
         "every check but the judge",
         checks,
         true,
-        |r| [confidence(r), program(r), vec![r.agree]].concat(),
+        |r| [confidence(r), program(r), vec![r.agree.unwrap_or(0.0)]].concat(),
     ));
     if has_judge {
         sets.push(SignalSet::new("judge P(yes)", &["judge"], false, |r| {
@@ -443,7 +481,12 @@ pub fn after_sets(has_program: bool, has_judge: bool) -> Vec<SignalSet> {
         ));
         let all: Vec<&'static str> = checks.iter().copied().chain(["judge"]).collect();
         sets.push(SignalSet::new("every signal", &all, true, |r| {
-            [confidence(r), program(r), vec![r.agree, judge(r)]].concat()
+            [
+                confidence(r),
+                program(r),
+                vec![r.agree.unwrap_or(0.0), judge(r)],
+            ]
+            .concat()
         }));
     }
     sets

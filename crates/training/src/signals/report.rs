@@ -58,49 +58,69 @@ pub fn report(inputs: &ReportInputs<'_>) -> Result<Vec<SignalScore>, TrainingErr
         .first()
         .map(|m| m.prices.keys().cloned().collect())
         .unwrap_or_default();
-    let cost_of = |signals: &[&str]| -> BTreeMap<String, f64> {
+    let cost_of = |signals: &[&str], picked: &[bool]| -> BTreeMap<String, f64> {
+        let count = picked.iter().filter(|&&p| p).count().max(1);
         profiles
             .iter()
             .map(|profile| {
                 let total: f64 = rows
                     .iter()
-                    .flat_map(|(_, r)| signals.iter().filter_map(|s| r.usage.get(*s)))
+                    .zip(picked)
+                    .filter(|(_, &p)| p)
+                    .flat_map(|((_, r), _)| signals.iter().filter_map(|s| r.usage.get(*s)))
                     .map(|u| r2_bench::summary::cost_of(u, inputs.pool, profile))
                     .sum();
                 // `+ 0.0`: an empty sum is -0.0.
-                (profile.clone(), total / n as f64 + 0.0)
+                (profile.clone(), total / count as f64 + 0.0)
             })
             .collect()
     };
     let err = |e: SignalsError| TrainingError::Signals(e.to_string());
     let mut out = Vec::new();
+    // `picked` marks the questions a signal is scored on (all, or those collected with every
+    // check); `x` has one row per picked question.
     let mut push = |stage: &'static str,
                     signal: String,
+                    picked: &[bool],
                     x: Vec<Vec<f64>>,
                     cost: BTreeMap<String, f64>|
      -> Result<(), TrainingError> {
+        let y: Vec<bool> = y
+            .iter()
+            .zip(picked)
+            .filter(|(_, &p)| p)
+            .map(|(&y, _)| y)
+            .collect();
         let (auc, b) = score_features(&x, &y, 17).map_err(err)?;
         out.push(SignalScore {
             stage,
             signal,
-            n,
+            n: y.len(),
             auc,
             brier: Some(b),
             cost,
         });
         Ok(())
     };
-    let free = || cost_of(&[]);
+    let every = vec![true; n];
+    let free = || cost_of(&[], &every);
 
     // Before the answer: the question alone.
     let structure: Vec<Vec<f64>> = rows.iter().map(|(l, _)| structural(&l.question)).collect();
     push(
         "before",
         "length (characters)".into(),
+        &every,
         structure.iter().map(|s| vec![s[0]]).collect(),
         free(),
     )?;
-    push("before", "structural".into(), structure.clone(), free())?;
+    push(
+        "before",
+        "structural".into(),
+        &every,
+        structure.clone(),
+        free(),
+    )?;
     let questions: Vec<&str> = rows.iter().map(|(l, _)| l.question.as_str()).collect();
     for (name, encoder) in inputs.encoders {
         let emb = encoder
@@ -110,37 +130,41 @@ pub fn report(inputs: &ReportInputs<'_>) -> Result<Vec<SignalScore>, TrainingErr
             .iter()
             .map(|v| v.iter().map(|&f| f64::from(f)).collect())
             .collect();
-        push("before", name.clone(), x.clone(), free())?;
+        push("before", name.clone(), &every, x.clone(), free())?;
         let both: Vec<Vec<f64>> = x
             .iter()
             .zip(&structure)
             .map(|(a, b)| a.iter().chain(b).copied().collect())
             .collect();
-        push("before", format!("{name} + structural"), both, free())?;
+        push(
+            "before",
+            format!("{name} + structural"),
+            &every,
+            both,
+            free(),
+        )?;
     }
 
-    // After the answer: its confidence and checks, alone and together.
+    // After the answer: its confidence and checks, alone and together. Signals read only
+    // with every check are scored on the questions collected that way, when there are
+    // enough of them.
+    let full: Vec<bool> = rows.iter().map(|(_, r)| r.all_checks()).collect();
     let has_program = rows.iter().any(|(_, r)| r.program.is_some());
     let has_judge = rows.iter().any(|(_, r)| r.judge.is_some());
     for set in after_sets(has_program, has_judge) {
-        let x = rows.iter().map(|(_, r)| (set.features)(r)).collect();
-        push("after", set.name, x, cost_of(&set.costs))?;
-    }
-    if has_judge {
-        let set = after_sets(has_program, true)
-            .pop()
-            .expect("every signal comes last");
+        let picked = if set.all_checks { &full } else { &every };
         let x = rows
             .iter()
-            .zip(&structure)
-            .map(|((_, r), s)| [(set.features)(r), s.clone()].concat())
+            .zip(picked)
+            .filter(|(_, &p)| p)
+            .map(|((_, r), _)| (set.features)(r))
             .collect();
-        push(
-            "after",
-            format!("{} + structural", set.name),
-            x,
-            cost_of(&set.costs),
-        )?;
+        let cost = cost_of(&set.costs, picked);
+        match push("after", set.name, picked, x, cost) {
+            // Too few fully checked questions to score a signal only they carry.
+            Err(_) if set.all_checks => {}
+            r => r?,
+        }
     }
     Ok(out)
 }
@@ -152,22 +176,23 @@ pub fn render(model: &str, scores: &[SignalScore], positives: usize) -> String {
         .map(|s| s.cost.keys().collect())
         .unwrap_or_default();
     let mut out = format!(
-        "Signals for \"{model} answers right\" ({} questions, {positives} right; held-out: 5-fold logistic regression)\n\n| stage | signal | AUC | Brier |",
+        "Signals for \"{model} answers right\" ({} questions, {positives} right; held-out: 5-fold logistic regression; n: the questions a signal was read on)\n\n| stage | signal | n | AUC | Brier |",
         scores.first().map_or(0, |s| s.n)
     );
     for p in &profiles {
         out.push_str(&format!(" extra cost/question ({p}) |"));
     }
-    out.push_str("\n|---|---|---|---|");
+    out.push_str("\n|---|---|---|---|---|");
     for _ in &profiles {
         out.push_str("---|");
     }
     out.push('\n');
     for s in scores {
         out.push_str(&format!(
-            "| {} | {} | {:.3} | {} |",
+            "| {} | {} | {} | {:.3} | {} |",
             s.stage,
             s.signal,
+            s.n,
             s.auc,
             s.brier.map_or("–".to_string(), |b| format!("{b:.3}"))
         ));

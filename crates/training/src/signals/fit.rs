@@ -1,0 +1,244 @@
+//! Fitting the keep decision `+keep` applies ([`r2_signals::KeepModel`]): one logistic
+//! regression over the signals the executor reads at run time (the answer's token
+//! probabilities and, for maths, its greedy program), and the cheapest threshold that keeps
+//! accuracy within a tolerance of direct on the largest model under one price profile,
+//! with the small model tried on every question of the families it was fitted on.
+//!
+//! The threshold is chosen on out-of-fold probabilities (each question scored by a model
+//! fitted without it); the held-out figure chooses it on one half of the questions and runs
+//! it on the other, both ways. The shipped model is then fitted on every question.
+
+use r2_pool::PoolConfig;
+use r2_signals::{out_of_fold, KeepFeature, KeepModel, Logistic, Observed, ProgramOutcome};
+use serde::Serialize;
+
+use super::decision::{cascade, CascadeCase, CascadePoint};
+use super::{rows, SignalRecord};
+use crate::labels::QuestionLabel;
+use crate::TrainingError;
+
+/// What the executor observes of a recorded answer.
+pub fn observed(r: &SignalRecord) -> Observed {
+    Observed {
+        confidence: r.confidence,
+        least_confidence: r.min_confidence,
+        program: r
+            .program
+            .as_ref()
+            .filter(|p| p.plain)
+            .map(|p| ProgramOutcome {
+                confirms: p.greedy,
+                uses_all: p.greedy_uses_all,
+            }),
+    }
+}
+
+/// A fitted keep decision and how it does on the questions it was fitted on.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeepFit {
+    pub model: KeepModel,
+    pub profile: String,
+    pub n: usize,
+    pub large_accuracy: f64,
+    pub large_cost: f64,
+    pub oracle_cost: f64,
+    /// With the threshold chosen on out-of-fold probabilities of every question.
+    pub chosen: CascadePoint,
+    /// Chosen on one half, run on the other (both ways, pooled); None when a half has no
+    /// threshold meeting the target.
+    pub held_out: Option<CascadePoint>,
+}
+
+/// The cheapest keep threshold (0 to 1 by 0.01) meeting `min_accuracy` when the small model
+/// is tried on every case.
+pub fn cheapest_keep(cases: &[CascadeCase], min_accuracy: f64) -> Option<CascadePoint> {
+    (0..=100)
+        .map(|i| cascade(cases, f64::NEG_INFINITY, f64::from(i) / 100.0))
+        .filter(|p| p.accuracy + 1e-12 >= min_accuracy)
+        .min_by(|a, b| {
+            a.cost_per_item
+                .total_cmp(&b.cost_per_item)
+                .then(b.accuracy.total_cmp(&a.accuracy))
+        })
+}
+
+/// Fits the keep decision for `small`'s answers (escalating to `large`) under `profile`.
+pub fn fit_keep(
+    labels: &[QuestionLabel],
+    signals: &[SignalRecord],
+    small: &str,
+    large: &str,
+    pool: &PoolConfig,
+    profile: &str,
+    tolerance: f64,
+) -> Result<KeepFit, TrainingError> {
+    let fail = |why: String| TrainingError::Signals(format!("keep decision for {small}: {why}"));
+    let rows: Vec<_> = rows(labels, signals, small)
+        .into_iter()
+        .filter(|(l, _)| l.direct(large).is_some())
+        .collect();
+    let features = if rows.iter().any(|(_, r)| r.program.is_some()) {
+        vec![
+            KeepFeature::Confidence,
+            KeepFeature::LeastConfidence,
+            KeepFeature::Program,
+            KeepFeature::ProgramUsesAll,
+        ]
+    } else {
+        vec![KeepFeature::Confidence, KeepFeature::LeastConfidence]
+    };
+    let mut x = Vec::new();
+    let mut cases = Vec::new();
+    for (l, r) in &rows {
+        // An answer without token probabilities cannot be scored at run time either.
+        let Ok(row) = KeepModel::row(&features, &observed(r)) else {
+            continue;
+        };
+        let (Some(s), Some(g)) = (l.direct(small), l.direct(large)) else {
+            continue;
+        };
+        let cost = |u| r2_bench::summary::cost_of(u, pool, profile);
+        x.push(row);
+        cases.push(CascadeCase {
+            before: 1.0,
+            after: 0.0,
+            small_correct: r.correct,
+            large_correct: g.correct,
+            small_cost: cost(&s.usage),
+            signal_cost: r.usage.get("program").map_or(0.0, cost),
+            large_cost: cost(&g.usage),
+        });
+    }
+    let y: Vec<bool> = cases.iter().map(|c| c.small_correct).collect();
+    let err = |e: r2_signals::SignalsError| fail(e.to_string());
+    let oof = out_of_fold(&x, &y, 5, 17, 1.0).map_err(err)?;
+    for (c, p) in cases.iter_mut().zip(oof) {
+        c.after = p;
+    }
+    let n = cases.len();
+    let mean = |f: &dyn Fn(&CascadeCase) -> f64| cases.iter().map(f).sum::<f64>() / n as f64;
+    let large_accuracy = mean(&|c| f64::from(u8::from(c.large_correct)));
+    let large_cost = mean(&|c| c.large_cost);
+    let oracle_cost = mean(&|c| {
+        if c.small_correct {
+            c.small_cost
+        } else {
+            c.large_cost
+        }
+    });
+    let target = large_accuracy - tolerance;
+    let chosen = cheapest_keep(&cases, target).ok_or_else(|| {
+        fail(format!(
+            "no threshold keeps accuracy at {:.1}% or more on these {n} questions",
+            100.0 * target
+        ))
+    })?;
+    let half =
+        |h: usize| -> Vec<CascadeCase> { cases.iter().skip(h).step_by(2).cloned().collect() };
+    let (a, b) = (half(0), half(1));
+    let held_out = match (cheapest_keep(&a, target), cheapest_keep(&b, target)) {
+        (Some(pa), Some(pb)) => {
+            let (on_b, on_a) = (
+                cascade(&b, f64::NEG_INFINITY, pa.keep_at),
+                cascade(&a, f64::NEG_INFINITY, pb.keep_at),
+            );
+            let (na, nb) = (a.len() as f64, b.len() as f64);
+            let mix = |u: f64, v: f64| (u * nb + v * na) / (na + nb);
+            Some(CascadePoint {
+                try_at: f64::NEG_INFINITY,
+                keep_at: f64::NAN,
+                accuracy: mix(on_b.accuracy, on_a.accuracy),
+                cost_per_item: mix(on_b.cost_per_item, on_a.cost_per_item),
+                kept: mix(on_b.kept, on_a.kept),
+            })
+        }
+        _ => None,
+    };
+    let model = KeepModel {
+        model: small.to_string(),
+        features,
+        logistic: Logistic::fit(&x, &y, 1.0).map_err(err)?,
+        threshold: chosen.keep_at,
+    };
+    Ok(KeepFit {
+        model,
+        profile: profile.to_string(),
+        n,
+        large_accuracy,
+        large_cost,
+        oracle_cost,
+        chosen,
+        held_out,
+    })
+}
+
+/// The fit as a short Markdown table.
+pub fn render_fit(small: &str, large: &str, fit: &KeepFit) -> String {
+    let saving = |c: f64| 100.0 * (fit.large_cost - c) / fit.large_cost.max(f64::MIN_POSITIVE);
+    let of_oracle = |c: f64| {
+        let o = fit.large_cost - fit.oracle_cost;
+        if o > 0.0 {
+            100.0 * (fit.large_cost - c) / o
+        } else {
+            0.0
+        }
+    };
+    let cells = |p: &CascadePoint| {
+        format!(
+            "{:.1}% | {:+.1}% | {:.0}% | {:.0}%",
+            100.0 * p.accuracy,
+            -saving(p.cost_per_item),
+            of_oracle(p.cost_per_item),
+            100.0 * p.kept
+        )
+    };
+    format!(
+        "\n`+keep` for {small} under `{}` prices ({} questions; {large} direct {:.1}%; oracle saving {:.1}%): keep when P(right) ≥ {:.2}\n\n| | accuracy | cost vs direct {large} | of the oracle's saving | kept from {small} |\n|---|---|---|---|---|\n| threshold chosen on all (out-of-fold) | {} |\n| held out (half/half) | {} |\n",
+        fit.profile,
+        fit.n,
+        100.0 * fit.large_accuracy,
+        saving(fit.oracle_cost),
+        fit.model.threshold,
+        cells(&fit.chosen),
+        fit.held_out
+            .as_ref()
+            .map_or("– | – | – | –".to_string(), cells),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(after: f64, small_correct: bool) -> CascadeCase {
+        CascadeCase {
+            before: 1.0,
+            after,
+            small_correct,
+            large_correct: true,
+            small_cost: 0.0,
+            signal_cost: 0.1,
+            large_cost: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_cheapest_keep_threshold_meets_the_target() {
+        // Right answers score 0.8, wrong ones 0.3: keeping above 0.3 loses nothing.
+        let cases: Vec<CascadeCase> = (0..20)
+            .map(|i| case(if i % 2 == 0 { 0.8 } else { 0.3 }, i % 2 == 0))
+            .collect();
+        let p = cheapest_keep(&cases, 1.0).unwrap();
+        assert!(p.keep_at > 0.3 && p.keep_at <= 0.8, "{p:?}");
+        assert_eq!(p.accuracy, 1.0);
+        assert_eq!(p.kept, 0.5);
+        // A target nothing meets.
+        let wrong: Vec<CascadeCase> = (0..4)
+            .map(|_| CascadeCase {
+                large_correct: false,
+                ..case(0.5, false)
+            })
+            .collect();
+        assert!(cheapest_keep(&wrong, 0.5).is_none());
+    }
+}
