@@ -108,8 +108,9 @@ pub struct AskArgs {
     /// followed by +agree[:K[@T]] checks answers from smaller models by K samples, and/or
     /// by +program checks maths answers by a program the model writes (+program:all: a
     /// program that also uses every number in the question), and/or by +retry[:K[@T]] lets
-    /// up to K sampled programs confirm an answer its greedy program did not; a failed check
-    /// escalates to the next model up. Default: the config's `policy` (the embedded pool's is
+    /// up to K sampled programs confirm an answer its greedy program did not; or +keep[@b]
+    /// keeps an answer when the router's fitted decision gives it P(right) ≥ b; a failed
+    /// check escalates to the next model up. Default: the config's `policy` (the embedded pool's is
     /// the shipped router with +program: learned+program).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
@@ -226,8 +227,8 @@ pub struct BenchArgs {
     /// A policy to run (repeat for several): direct:<m>, fixed:<m>, random[:seed],
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
     /// any of them followed by +agree[:K[@T]] (self-consistency escalation),
-    /// +program[:all] (program-check escalation) and/or +retry[:K[@T]] (program retries).
-    /// Default: the config's `policy` (the embedded pool's is learned+program).
+    /// +program[:all] (program-check escalation) and/or +retry[:K[@T]] (program retries),
+    /// or by +keep[@b] (the router's fitted keep decision). Default: the config's `policy` (the embedded pool's is learned+program).
     #[arg(long)]
     pub policy: Vec<String>,
     /// The policy cost reductions are measured against. Default: direct:<largest model>.
