@@ -137,10 +137,18 @@ pub struct Keep {
 /// The keep decisions a router carries (its manifest's `keep`), fitted by `train signals`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeepSet {
+    /// The price profile its thresholds were calibrated under: `+keep` uses the set of the
+    /// pool's active profile.
+    #[serde(default)]
+    pub profile: String,
     /// The task families whose answers it decides; an answer of any other family escalates.
     pub families: Vec<TaskFamily>,
     /// One per pool model it was fitted for; an answer from any other model escalates.
     pub models: Vec<KeepModel>,
+    /// `learned+keep` tries a model with a keep decision when the route head predicts it
+    /// answers right with at least this probability (0: always), else the largest model.
+    #[serde(default)]
+    pub try_at: f64,
     /// What the thresholds were chosen for, e.g. "accuracy ≥ direct on
     /// qwen2.5-coder-1.5b − 1 point, cheapest under api", and on which labels.
     #[serde(default)]
@@ -158,6 +166,12 @@ impl KeepSet {
 
     /// Refuse a set whose models do not fit together.
     pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.try_at) {
+            return Err(format!(
+                "the keep decisions' try_at {} is not in [0, 1]",
+                self.try_at
+            ));
+        }
         self.models.iter().try_for_each(KeepModel::validate)
     }
 }

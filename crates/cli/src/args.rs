@@ -281,7 +281,7 @@ pub struct SignalsArgs {
     pub all_checks: bool,
     /// Fit the `+keep` decision on the signals and write it into this router's manifest
     /// (`<router>.manifest.json`), calibrated for --tolerance under the active price
-    /// profile.
+    /// profile (--price-profile; a manifest keeps one set per profile).
     #[arg(long, value_name = "ROUTER")]
     pub router: Option<PathBuf>,
     #[command(flatten)]

@@ -251,7 +251,8 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
             "{}",
             sig::decision::render_decision(&ids[m], &ids[largest], &decision)
         );
-        if args.router.is_some() {
+        if let Some(router) = &args.router {
+            let before = route_head_scores(&session, router, &labels.questions, m)?;
             let fit = sig::fit::fit_keep(
                 &labels.questions,
                 &records,
@@ -260,6 +261,7 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
                 &session.pool.config,
                 &session.pool.config.price_profile,
                 args.tolerance,
+                Some(&before),
             )
             .map_err(train_error)?;
             println!("{}", sig::fit::render_fit(&ids[m], &ids[largest], &fit));
@@ -270,6 +272,32 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         write_keep(router, &labels.questions, &records, fits, &args)?;
     }
     Ok(())
+}
+
+/// The route head of `router`: P(model `m` answers right) for each labelled question of a
+/// family it routes (what `learned+keep` compares with its try threshold).
+fn route_head_scores(
+    session: &Session,
+    router: &Path,
+    labels: &[r2_training::labels::QuestionLabel],
+    m: usize,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let path = router
+        .to_str()
+        .ok_or_else(|| input_error(format!("--router {}: not a UTF-8 path", router.display())))?;
+    let (net, features) = session
+        .env
+        .load_router(path, &session.pool)
+        .map_err(router_error)?;
+    labels
+        .iter()
+        .filter(|l| net.manifest.routes_family(l.family))
+        .map(|l| {
+            r2_router::policy::direct_success(&net, &features, &l.question, l.family, m)
+                .map(|p| (l.id.clone(), p))
+                .map_err(|e| input_error(e.to_string()))
+        })
+        .collect()
 }
 
 /// Writes the fitted keep decisions into `router`'s manifest (atomically), with the task
@@ -318,9 +346,10 @@ fn write_keep(
     families.dedup();
     let first = &fits[0];
     let calibrated_for = format!(
-        "accuracy ≥ direct on {} − {} points, cheapest under {} prices; {} labelled questions ({})",
+        "accuracy ≥ direct on {} − {} point{}, cheapest under {} prices; {} labelled questions ({})",
         manifest.pool.last().cloned().unwrap_or_default(),
         100.0 * args.tolerance,
+        if (100.0 * args.tolerance - 1.0).abs() < 1e-9 { "" } else { "s" },
         first.profile,
         first.n,
         args.labels
@@ -329,7 +358,11 @@ fn write_keep(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    manifest.keep = Some(r2_allocator::KeepSet {
+    let (try_at, profile) = (first.chosen.try_at, first.profile.clone());
+    manifest.keep.retain(|k| k.profile != profile);
+    manifest.keep.push(r2_allocator::KeepSet {
+        profile,
+        try_at,
         families,
         models: fits.into_iter().map(|f| f.model).collect(),
         calibrated_for,
@@ -338,7 +371,11 @@ fn write_keep(
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, json + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote the keep decisions into {}", path.display());
+    println!(
+        "wrote the keep decisions for `{}` prices into {}",
+        manifest.keep.last().map_or("", |k| k.profile.as_str()),
+        path.display()
+    );
     Ok(())
 }
 
@@ -562,12 +599,11 @@ pub async fn calibrate(config_path: Option<&Path>, args: CalibrateArgs) -> Resul
         .load_router(&path, &session.pool)
         .map_err(router_error)?;
     if let Some(keep) = escalation.as_mut().and_then(|e| e.keep.as_mut()) {
-        let set = net.manifest.keep.clone().ok_or_else(|| {
-            input_error(format!(
-                "router '{path}' has no keep decisions for +keep; fit them with `r2reasoner train signals --router`"
-            ))
-        })?;
-        keep.set = std::sync::Arc::new(set);
+        let set = net
+            .manifest
+            .keep_for(&session.pool.config.price_profile)
+            .map_err(|why| input_error(format!("router '{path}': {why}")))?;
+        keep.set = std::sync::Arc::new(set.clone());
     }
     let settings = session.settings(std::env::temp_dir());
     println!(

@@ -946,6 +946,8 @@ async fn retry_lets_a_sampled_program_confirm_the_answer() {
 fn keep_on_program(at: Option<f64>) -> r2_allocator::Escalation {
     use r2_signals::{KeepFeature, KeepModel, Logistic};
     let set = r2_allocator::KeepSet {
+        profile: "compute".into(),
+        try_at: 0.0,
         families: vec![TaskFamily::Math],
         models: vec![KeepModel {
             model: "qwen2.5-coder-0.5b".into(),

@@ -262,17 +262,20 @@ pub fn parse_policy(
     env: &RouterEnv,
 ) -> Result<Box<dyn Policy>, PolicyError> {
     let (name, mut escalation) = Escalation::split(name.trim())?;
-    if let Some(keep) = escalation.as_mut().and_then(|e| e.keep.as_mut()) {
-        keep.set = keep_set(name.trim(), pool, env)?;
+    let mut keep = None;
+    if let Some(k) = escalation.as_mut().and_then(|e| e.keep.as_mut()) {
+        k.set = keep_set(name.trim(), pool, env)?;
+        keep = Some(k.set.clone());
     }
     Ok(with_escalation(
-        parse_base(name.trim(), pool, env)?,
+        parse_base(name.trim(), pool, env, keep)?,
         escalation,
     ))
 }
 
 /// The keep decisions `+keep` uses with the policy `name`: those of the router it names
-/// (`learned:<path>`, `query-level:<path>`), else the shipped router's.
+/// (`learned:<path>`, `query-level:<path>`), else the shipped router's, calibrated under the
+/// pool's active price profile.
 fn keep_set(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Arc<KeepSet>, PolicyError> {
     let path = match parse_learned(name) {
         Some(learned) => learned?.path,
@@ -285,18 +288,23 @@ fn keep_set(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Arc<KeepSet>, Po
             reason: e.to_string(),
         })?;
     net.manifest
-        .keep
-        .clone()
-        .map(Arc::new)
-        .ok_or_else(|| PolicyError::Invalid {
+        .keep_for(&pool.config.price_profile)
+        .map(|k| Arc::new(k.clone()))
+        .map_err(|why| PolicyError::Invalid {
             policy: format!("{name}+keep"),
-            reason: format!(
-                "router '{path}' has no keep decisions; fit them with `r2reasoner train signals --router`"
-            ),
+            reason: format!("router '{path}': {why}"),
         })
 }
 
-fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy>, PolicyError> {
+/// `keep`: the keep decisions of a `+keep` suffix, which make a learned route two-way (try
+/// a model with a keep decision, or the largest), its threshold the decisions' calibrated
+/// `try_at` unless the name gives `@t`.
+fn parse_base(
+    name: &str,
+    pool: &Pool,
+    env: &RouterEnv,
+    keep: Option<Arc<KeepSet>>,
+) -> Result<Box<dyn Policy>, PolicyError> {
     let Some(learned) = parse_learned(name) else {
         return r2_allocator::parse_policy(name, pool);
     };
@@ -307,7 +315,11 @@ fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy
                 policy: name.to_string(),
                 reason: e.to_string(),
             })?;
-    let threshold = learned.threshold.unwrap_or(net.manifest.threshold);
+    let keep = keep.filter(|_| !learned.query_level);
+    let threshold = learned.threshold.unwrap_or(match &keep {
+        Some(k) => k.try_at,
+        None => net.manifest.threshold,
+    });
     let kind = if learned.query_level {
         "query-level"
     } else {
@@ -320,6 +332,7 @@ fn parse_base(name: &str, pool: &Pool, env: &RouterEnv) -> Result<Box<dyn Policy
             features,
             threshold,
             query_level: learned.query_level,
+            keep,
         }),
         escalation: None,
     }))

@@ -82,10 +82,11 @@ pub struct Manifest {
     /// routers made before it was recorded: every family is routed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub families: Option<Vec<TaskFamily>>,
-    /// The keep decisions `+keep` applies to this router's answers (fitted and calibrated by
-    /// `train signals --router`); absent until fitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep: Option<r2_allocator::KeepSet>,
+    /// The keep decisions `+keep` applies to this router's answers, one set per price
+    /// profile it was calibrated under (fitted by `train signals --router`); empty until
+    /// fitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<r2_allocator::KeepSet>,
     /// Where the weights came from (dataset, labels, seed, metrics); free-form.
     #[serde(default)]
     pub notes: serde_json::Map<String, serde_json::Value>,
@@ -108,6 +109,25 @@ impl Manifest {
         list.sort_by_key(|f| TaskFamily::ALL.iter().position(|g| g == f));
     }
 
+    /// The keep decisions calibrated under `profile`; an error lists the profiles it has.
+    pub fn keep_for(&self, profile: &str) -> Result<&r2_allocator::KeepSet, String> {
+        self.keep.iter().find(|k| k.profile == profile).ok_or_else(|| {
+            if self.keep.is_empty() {
+                "it has no keep decisions; fit them with `r2reasoner train signals --router`"
+                    .to_string()
+            } else {
+                format!(
+                    "it has keep decisions for the {} price profile(s), not for '{profile}'; fit them under it with `r2reasoner train signals --router --price-profile {profile}`",
+                    self.keep
+                        .iter()
+                        .map(|k| format!("'{}'", k.profile))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        })
+    }
+
     /// Where decomposing sits among the route candidates.
     pub fn decompose_at(&self) -> usize {
         self.decompose_at
@@ -116,8 +136,14 @@ impl Manifest {
 
     /// Refuse a router trained for another pool or feature layout.
     pub fn check(&self, pool: &[String], layout: &FeatureLayout) -> Result<(), RouterError> {
-        if let Some(keep) = &self.keep {
+        for (i, keep) in self.keep.iter().enumerate() {
             keep.validate().map_err(RouterError::Invalid)?;
+            if self.keep[..i].iter().any(|k| k.profile == keep.profile) {
+                return Err(RouterError::Invalid(format!(
+                    "the manifest has two keep decision sets for the '{}' price profile",
+                    keep.profile
+                )));
+            }
             if let Some(m) = keep.models.iter().find(|m| !self.pool.contains(&m.model)) {
                 return Err(RouterError::Invalid(format!(
                     "the manifest has a keep decision for {}, which is not in its pool",
@@ -303,7 +329,7 @@ impl RouterNet {
                 stage: "init".into(),
                 decompose_at: None,
                 families: None,
-                keep: None,
+                keep: Vec::new(),
                 notes: Default::default(),
             },
             step,

@@ -9,7 +9,9 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use r2_allocator::{Allocation, Escalation, Policy, PolicyError, Route, StepContext, StepKind};
+use r2_allocator::{
+    Allocation, Escalation, KeepSet, Policy, PolicyError, Route, StepContext, StepKind,
+};
 use r2_decomposer::TaskFamily;
 use r2_pool::Pool;
 
@@ -47,6 +49,10 @@ pub struct LearnedPolicy {
     pub threshold: f64,
     /// Never decompose: the query-level baseline.
     pub query_level: bool,
+    /// With `+keep`: the router's keep decisions. For a family they cover, the route is
+    /// two-way — the cheapest model with a keep decision whose predicted success clears the
+    /// threshold (its answer then faces the decision), else the largest model.
+    pub keep: Option<Arc<KeepSet>>,
 }
 
 impl LearnedPolicy {
@@ -64,10 +70,27 @@ impl LearnedPolicy {
                 features,
                 threshold,
                 query_level: false,
+                keep: None,
             }),
             escalation,
         )
     }
+}
+
+/// The route head's predicted success of answering `question` directly on `model`.
+pub fn direct_success(
+    net: &RouterNet,
+    features: &Featurizer,
+    question: &str,
+    family: TaskFamily,
+    model: usize,
+) -> Result<f64, PolicyError> {
+    let (_, z) = route_scores(net, features, question, family)?;
+    net.route_candidates()
+        .iter()
+        .position(|c| *c == RouteCandidate::Direct(model))
+        .map(|i| sigmoid(z[i]))
+        .ok_or_else(|| PolicyError::Call(format!("the router has no route for model {model}")))
 }
 
 /// The route head's input row for `question` and its logits (one per route candidate).
@@ -135,6 +158,27 @@ impl Policy for LearnedPolicy {
             // computed; a fixed route, scored like `direct:`.
             return Ok(Route::Direct {
                 model: self.net.models().saturating_sub(1),
+                score: 1.0,
+            });
+        }
+        let largest = self.net.models().saturating_sub(1);
+        if let Some(keep) = &self.keep {
+            let mut tried: Vec<usize> = keep
+                .models
+                .iter()
+                .filter(|_| keep.families.contains(&family))
+                .filter_map(|k| self.net.manifest.pool.iter().position(|id| *id == k.model))
+                .filter(|&m| m < largest)
+                .collect();
+            tried.sort_unstable();
+            for m in tried {
+                let p = direct_success(&self.net, &self.features, question, family, m)?;
+                if p >= self.threshold {
+                    return Ok(Route::Direct { model: m, score: p });
+                }
+            }
+            return Ok(Route::Direct {
+                model: largest,
                 score: 1.0,
             });
         }

@@ -189,11 +189,13 @@ fn keep_reads_its_decisions_from_the_router_the_policy_names() {
         },
         threshold: 0.7,
     };
-    net.manifest.keep = Some(r2_allocator::KeepSet {
+    net.manifest.keep = vec![r2_allocator::KeepSet {
+        profile: pool.config.price_profile.clone(),
+        try_at: 0.0,
         families: vec![TaskFamily::Math],
         models: vec![keep.clone()],
         calibrated_for: "a test".into(),
-    });
+    }];
     net.save(&path).unwrap();
     let policy = r2_router::parse_policy(&name, &pool, &env).unwrap_or_else(|e| panic!("{e}"));
     assert!(policy.name().ends_with("+keep"), "{}", policy.name());
@@ -201,6 +203,13 @@ fn keep_reads_its_decisions_from_the_router_the_policy_names() {
     assert_eq!(set.for_answer(pool.id(1), TaskFamily::Math), Some(&keep));
     assert_eq!(set.for_answer(pool.id(1), TaskFamily::MultipleChoice), None);
     assert_eq!(set.for_answer(pool.id(0), TaskFamily::Math), None);
+
+    // Decisions calibrated under other prices only: an error naming the profiles it has.
+    net.manifest.keep[0].profile = "other".into();
+    net.save(&path).unwrap();
+    let err = r2_router::parse_policy(&name, &pool, &env).err().unwrap();
+    assert!(err.to_string().contains("'other'"), "{err}");
+    net.manifest.keep[0].profile = pool.config.price_profile.clone();
 
     // A decision for a model outside its pool, or one whose parts do not fit, is refused.
     for broken in [
@@ -213,7 +222,7 @@ fn keep_reads_its_decisions_from_the_router_the_policy_names() {
             ..keep.clone()
         },
     ] {
-        net.manifest.keep.as_mut().unwrap().models = vec![broken];
+        net.manifest.keep[0].models = vec![broken];
         net.save(&path).unwrap();
         let err = r2_router::parse_policy(&name, &pool, &env).err().unwrap();
         assert!(err.is_input_error(), "{err}");

@@ -244,6 +244,7 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
         features: features.clone(),
         threshold: 0.5,
         query_level: false,
+        keep: None,
     };
     let exec = r2_executor::Executor::new(&pool, ExecOptions::default());
     let mut right = 0;
@@ -278,6 +279,7 @@ async fn sft_learns_the_labels_and_the_learned_policy_routes_by_them() {
             net: policy.net.clone(),
             features: features.clone(),
             threshold: 0.5,
+            keep: None,
         };
         for family in [TaskFamily::MultipleChoice, TaskFamily::General] {
             let route = r2_allocator::Policy::route(&p, question, family, &pool)
@@ -520,6 +522,7 @@ async fn grpo_with_a_check_learns_to_try_a_cheaper_model_first() {
         features: features.clone(),
         threshold: 0.5,
         query_level: false,
+        keep: None,
     };
     let mut cheaper = 0;
     for item in plain_items(24..36) {

@@ -225,6 +225,7 @@ fn the_keep_decision_learns_the_one_signal_that_carries_correctness() {
         &pool.config,
         "compute",
         0.0,
+        None,
     )
     .unwrap();
     // It keeps every right answer and nothing else: the 1.5b's accuracy, at the cost of
@@ -264,7 +265,8 @@ fn the_keep_decision_learns_the_one_signal_that_carries_correctness() {
         pool.id(2),
         &pool.config,
         "api",
-        0.0
+        0.0,
+        None
     )
     .is_err());
 }

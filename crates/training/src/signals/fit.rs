@@ -1,12 +1,16 @@
 //! Fitting the keep decision `+keep` applies ([`r2_signals::KeepModel`]): one logistic
 //! regression over the signals the executor reads at run time (the answer's token
-//! probabilities and, for maths, its greedy program), and the cheapest threshold that keeps
-//! accuracy within a tolerance of direct on the largest model under one price profile,
-//! with the small model tried on every question of the families it was fitted on.
+//! probabilities and, for maths, its greedy program), and the cheapest pair of thresholds —
+//! try the small model when the router's route head predicts it right with probability ≥
+//! *a* (`learned+keep`; *a* = 0 tries it on every question), keep its answer when P(right)
+//! ≥ *b* — that keeps accuracy within a tolerance of direct on the largest model under one
+//! price profile.
 //!
 //! The threshold is chosen on out-of-fold probabilities (each question scored by a model
 //! fitted without it); the held-out figure chooses it on one half of the questions and runs
 //! it on the other, both ways. The shipped model is then fitted on every question.
+
+use std::collections::BTreeMap;
 
 use r2_pool::PoolConfig;
 use r2_signals::{out_of_fold, KeepFeature, KeepModel, Logistic, Observed, ProgramOutcome};
@@ -49,11 +53,13 @@ pub struct KeepFit {
     pub held_out: Option<CascadePoint>,
 }
 
-/// The cheapest keep threshold (0 to 1 by 0.01) meeting `min_accuracy` when the small model
-/// is tried on every case.
+/// The cheapest pair of thresholds (try 0 to 1 by 0.05, keep 0 to 1 by 0.01) meeting
+/// `min_accuracy`; among equally cheap pairs, the most accurate, then the lowest try
+/// threshold.
 pub fn cheapest_keep(cases: &[CascadeCase], min_accuracy: f64) -> Option<CascadePoint> {
-    (0..=100)
-        .map(|i| cascade(cases, f64::NEG_INFINITY, f64::from(i) / 100.0))
+    (0..=20)
+        .flat_map(|t| (0..=100).map(move |k| (f64::from(t) / 20.0, f64::from(k) / 100.0)))
+        .map(|(t, k)| cascade(cases, t, k))
         .filter(|p| p.accuracy + 1e-12 >= min_accuracy)
         .min_by(|a, b| {
             a.cost_per_item
@@ -63,6 +69,8 @@ pub fn cheapest_keep(cases: &[CascadeCase], min_accuracy: f64) -> Option<Cascade
 }
 
 /// Fits the keep decision for `small`'s answers (escalating to `large`) under `profile`.
+/// `before` gives the route head's P(`small` answers right) per question id; without it
+/// (or for a question it lacks) the small model is always tried.
 pub fn fit_keep(
     labels: &[QuestionLabel],
     signals: &[SignalRecord],
@@ -71,6 +79,7 @@ pub fn fit_keep(
     pool: &PoolConfig,
     profile: &str,
     tolerance: f64,
+    before: Option<&BTreeMap<String, f64>>,
 ) -> Result<KeepFit, TrainingError> {
     let fail = |why: String| TrainingError::Signals(format!("keep decision for {small}: {why}"));
     let rows: Vec<_> = rows(labels, signals, small)
@@ -100,7 +109,7 @@ pub fn fit_keep(
         let cost = |u| r2_bench::summary::cost_of(u, pool, profile);
         x.push(row);
         cases.push(CascadeCase {
-            before: 1.0,
+            before: before.and_then(|b| b.get(&l.id)).copied().unwrap_or(1.0),
             after: 0.0,
             small_correct: r.correct,
             large_correct: g.correct,
@@ -139,13 +148,13 @@ pub fn fit_keep(
     let held_out = match (cheapest_keep(&a, target), cheapest_keep(&b, target)) {
         (Some(pa), Some(pb)) => {
             let (on_b, on_a) = (
-                cascade(&b, f64::NEG_INFINITY, pa.keep_at),
-                cascade(&a, f64::NEG_INFINITY, pb.keep_at),
+                cascade(&b, pa.try_at, pa.keep_at),
+                cascade(&a, pb.try_at, pb.keep_at),
             );
             let (na, nb) = (a.len() as f64, b.len() as f64);
             let mix = |u: f64, v: f64| (u * nb + v * na) / (na + nb);
             Some(CascadePoint {
-                try_at: f64::NEG_INFINITY,
+                try_at: f64::NAN,
                 keep_at: f64::NAN,
                 accuracy: mix(on_b.accuracy, on_a.accuracy),
                 cost_per_item: mix(on_b.cost_per_item, on_a.cost_per_item),
@@ -193,11 +202,12 @@ pub fn render_fit(small: &str, large: &str, fit: &KeepFit) -> String {
         )
     };
     format!(
-        "\n`+keep` for {small} under `{}` prices ({} questions; {large} direct {:.1}%; oracle saving {:.1}%): keep when P(right) ≥ {:.2}\n\n| | accuracy | cost vs direct {large} | of the oracle's saving | kept from {small} |\n|---|---|---|---|---|\n| threshold chosen on all (out-of-fold) | {} |\n| held out (half/half) | {} |\n",
+        "\n`+keep` for {small} under `{}` prices ({} questions; {large} direct {:.1}%; oracle saving {:.1}%): try it when the route head's P(right) ≥ {:.2}, keep its answer when P(right) ≥ {:.2}\n\n| | accuracy | cost vs direct {large} | of the oracle's saving | kept from {small} |\n|---|---|---|---|---|\n| threshold chosen on all (out-of-fold) | {} |\n| held out (half/half) | {} |\n",
         fit.profile,
         fit.n,
         100.0 * fit.large_accuracy,
         saving(fit.oracle_cost),
+        fit.chosen.try_at,
         fit.model.threshold,
         cells(&fit.chosen),
         fit.held_out
@@ -240,5 +250,23 @@ mod tests {
             })
             .collect();
         assert!(cheapest_keep(&wrong, 0.5).is_none());
+    }
+
+    #[test]
+    fn a_route_head_that_knows_saves_the_tries_it_skips() {
+        // The small model is right on the questions the route head scores 0.9 and wrong on
+        // those it scores 0.2, and its answers' signals say nothing (0.5): trying only above
+        // 0.2 spares the wasted tries.
+        let cases: Vec<CascadeCase> = (0..20)
+            .map(|i| CascadeCase {
+                before: if i % 2 == 0 { 0.9 } else { 0.2 },
+                small_cost: 0.2,
+                ..case(0.5, i % 2 == 0)
+            })
+            .collect();
+        let p = cheapest_keep(&cases, 1.0).unwrap();
+        assert!(p.try_at > 0.2 && p.try_at <= 0.9, "{p:?}");
+        assert!(p.keep_at <= 0.5, "{p:?}");
+        assert_eq!((p.accuracy, p.kept), (1.0, 0.5));
     }
 }
