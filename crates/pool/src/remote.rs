@@ -434,7 +434,10 @@ mod tests {
             usd: 2.5,
             period: BudgetPeriod::Daily,
         });
-        assert_eq!((k[1].admin, k[1].budget, k[2].budget), (false, daily, daily));
+        assert_eq!(
+            (k[1].admin, k[1].budget, k[2].budget),
+            (false, daily, daily)
+        );
         let with = |fields: &str| {
             err(&format!("[server]\napi_keys = [{{ name = \"ci\", env = \"R2_KEY\" }}, {{ name = \"alice\", env = \"A\", {fields} }}]\n{OPENAI}"))
         };
@@ -457,10 +460,16 @@ mod tests {
         ] {
             let e = with(fields);
             assert!(e.contains(field), "{fields}: {e}");
-            assert!(e.contains("alice") || e.contains("unknown field"), "{fields}: {e}");
+            assert!(
+                e.contains("alice") || e.contains("unknown field"),
+                "{fields}: {e}"
+            );
         }
         let e = err(&format!("[server]\napi_keys = [{{ name = \"a\", env = \"X\", budget_usd = 1, period = \"daily\" }}, {{ name = \"a\", env = \"Y\" }}]\n{OPENAI}"));
-        assert!(e.contains("server.api_keys[1].name") && e.contains("key 'a'"), "{e}");
+        assert!(
+            e.contains("server.api_keys[1].name") && e.contains("key 'a'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -114,7 +114,9 @@ fn code(status: u16, body: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn listing_and_spend_record_the_key_name_and_need_a_key() {
-    let keys = Keys::from_plain(&[("alice", "sk-alice-secret"), ("bob", "sk-bob-secret")]);
+    // alice is an admin key: she sees every key's spend, bob only his own.
+    let keys = Keys::from_plain(&[("alice", "sk-alice-secret"), ("bob", "sk-bob-secret")])
+        .with_admins(&["alice"]);
     let g = gateway(keys);
     let mut ids = Vec::new();
     for (key, model) in [
@@ -243,6 +245,23 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
         (total - listed_total).abs() < 1e-9,
         "{total} != {listed_total}"
     );
+    let (_, _, body) = send(
+        &g,
+        "GET",
+        "/v1/spend?bucket=hour&buckets=2",
+        Some("sk-bob-secret"),
+        None,
+    )
+    .await;
+    let own = json(&body);
+    assert_eq!(own["scope"], "own");
+    let keys: Vec<&Value> = own["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["key"])
+        .collect();
+    assert_eq!(keys, [&json!("bob")], "{own}");
 
     // The JSON needs a key; the page does not, and carries a strict CSP.
     for path in ["/v1/traces", "/v1/spend", "/v1/traces?limit=1"] {
