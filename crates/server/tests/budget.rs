@@ -43,17 +43,24 @@ fn server_table() -> String {
     )
 }
 
-/// Answers after `delay`, reporting 50 tokens in and `max_tokens` out.
+/// Answers after `delay`, reporting 50 tokens in and `max_tokens` out; calls after the
+/// first `answered` never finish.
 struct Priced {
     delay: Duration,
     calls: AtomicUsize,
+    answered: usize,
 }
 
 #[async_trait]
 impl Backend for Priced {
     async fn generate(&self, r: &GenRequest) -> Result<GenResponse, BackendError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(self.delay).await;
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = if n < self.answered {
+            self.delay
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::time::sleep(delay).await;
         Ok(GenResponse {
             text: "ANSWER: 42".into(),
             input_tokens: 50,
@@ -76,6 +83,7 @@ fn priced(delay_ms: u64) -> Arc<Priced> {
     Arc::new(Priced {
         delay: Duration::from_millis(delay_ms),
         calls: AtomicUsize::new(0),
+        answered: usize::MAX,
     })
 }
 
@@ -341,4 +349,58 @@ async fn a_routed_request_reserves_its_worst_case_and_settles_what_it_cost() {
     assert_eq!(routed().await.0, 200);
     let (status, headers, body) = routed().await;
     assert_over_budget(status, &headers, &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_non_streamed_request_still_pays_for_its_finished_calls() {
+    // The plan call answers; the answer call never does. The client gives up meanwhile.
+    let backend = Arc::new(Priced {
+        delay: Duration::ZERO,
+        calls: AtomicUsize::new(0),
+        answered: 1,
+    });
+    let state = state(TraceStore::open(None).unwrap(), backend.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(r2_server::serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let body = r#"{"model": "r2reasoner/fixed:a", "max_tokens": 100, "messages": [{"role": "user", "content": "What is 6 * 7?"}]}"#;
+    let request = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(TINY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    let client = tokio::spawn(request);
+    while backend.calls.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.abort();
+    let _ = client.await;
+    // The gateway notices the closed connection, cancels the run and settles.
+    let mut budget = Value::Null;
+    for _ in 0..1000 {
+        budget = spend(&state, TINY).await["budgets"][0].clone();
+        if budget["in_flight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(budget["in_flight"], 0, "{budget}");
+    assert_eq!(
+        budget["spent_usd"].as_f64(),
+        Some(CALL_COST),
+        "the plan call: {budget}"
+    );
+    let (_, _, list) = call(&state, TINY, Request::get("/v1/traces"), Body::empty()).await;
+    let t = &json(&list)["data"][0];
+    assert_eq!(
+        (&t["status"], &t["key"], &t["steps"]),
+        (&"cancelled".into(), &"tiny".into(), &1.into()),
+        "{t}"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }
