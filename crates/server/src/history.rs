@@ -1,7 +1,7 @@
 //! `GET /v1/traces` (recent traces, newest first, a page at a time) and `GET /v1/spend`
 //! (cost per time bucket, key and model, and the budgets): what the trace viewer reads,
 //! behind the same key as every other JSON route. With `[server] api_keys` set, a key sees
-//! only its own spend and budget, an admin key everyone's. Query parameters are validated
+//! only its own traces, spend and budget, an admin key everyone's. Query parameters are validated
 //! here; bad ones are 400s.
 
 use std::sync::Arc;
@@ -19,6 +19,12 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
 /// The most buckets a spend summary covers.
 pub const MAX_BUCKETS: i64 = 1000;
+
+/// The key whose records the caller may see: its own, unless it is an admin key or keys
+/// are off (`None`: every key's).
+pub(crate) fn own_only(caller: Option<Extension<KeyName>>) -> Option<String> {
+    caller.and_then(|Extension(k)| (!k.admin).then_some(k.name))
+}
 
 type Params = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
 
@@ -79,8 +85,10 @@ fn bounded(
 /// "has_more", "next"}`; pass `next` as `before` for the following page.
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<KeyName>>,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
+    let only = own_only(caller);
     let pairs = params(query, &["limit", "before"])?;
     let limit = bounded(
         &pairs,
@@ -97,13 +105,13 @@ pub async fn list(
     }
     let page = state
         .traces
-        .list(limit, before)
+        .list(limit, before, only.as_deref())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_cursor",
-                "before names no stored trace; pass the `next` of a previous page",
+                "before names no stored trace of this key; pass the `next` of a previous page",
             )
         })?;
     Ok(Json(json!({
@@ -122,8 +130,7 @@ pub async fn spend(
     caller: Option<Extension<KeyName>>,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
-    // Without keys there is no caller and everyone sees everything.
-    let only = caller.and_then(|Extension(k)| (!k.admin).then_some(k.name));
+    let only = own_only(caller);
     let pairs = params(query, &["bucket", "buckets"])?;
     let (bucket, seconds, default) = match param(&pairs, "bucket").unwrap_or("day") {
         "day" => ("day", 86_400, 30),

@@ -285,8 +285,10 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
+/// `GET /v1/traces/{id}`: a key's own traces (any trace for an admin key, or without keys).
 async fn trace(
     State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<auth::KeyName>>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(id) = id.map_err(|e| {
@@ -295,7 +297,8 @@ async fn trace(
             format!("invalid trace id: {}", e.body_text()),
         )
     })?;
-    match state.traces.get(&id).await {
+    let only = history::own_only(caller);
+    match state.traces.get(&id, only.as_deref()).await {
         Ok(Some(v)) => Ok(Json(v)),
         Ok(None) => Err(ApiError::not_found(
             "trace_not_found",

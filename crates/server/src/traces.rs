@@ -105,8 +105,8 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Traces handed to the writer and not yet committed, by id.
-type Pending = Mutex<HashMap<String, Arc<str>>>;
+/// Traces handed to the writer and not yet committed, by id: the body and the key name.
+type Pending = Mutex<HashMap<String, (Arc<str>, Option<String>)>>;
 
 #[derive(Clone)]
 pub struct TraceStore {
@@ -164,7 +164,7 @@ impl TraceStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        lock(&self.pending).insert(id.to_string(), body.clone());
+        lock(&self.pending).insert(id.to_string(), (body.clone(), meta.key.clone()));
         let row = Row {
             id: id.to_string(),
             created,
@@ -180,16 +180,23 @@ impl TraceStore {
         Ok(())
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<serde_json::Value>, TraceError> {
+    /// The trace `id`; with `only`, just when key `only` made it.
+    pub async fn get(
+        &self,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<Option<serde_json::Value>, TraceError> {
         let queued = lock(&self.pending).get(id).cloned();
         let body: Option<String> = match queued {
-            Some(b) => Some(b.to_string()),
+            Some((b, key)) => (only.is_none() || only == key.as_deref()).then(|| b.to_string()),
             None => {
-                let id = id.to_string();
+                let (id, only) = (id.to_string(), only.map(str::to_string));
                 self.blocking(move |conn| {
-                    conn.query_row("SELECT body FROM traces WHERE id = ?1", params![id], |r| {
-                        r.get(0)
-                    })
+                    conn.query_row(
+                        "SELECT body FROM traces WHERE id = ?1 AND (?2 IS NULL OR key = ?2)",
+                        params![id, only],
+                        |r| r.get(0),
+                    )
                     .optional()
                 })
                 .await?
@@ -260,7 +267,7 @@ fn writer(mut rx: mpsc::Receiver<Msg>, conn: &Mutex<Connection>, pending: &Pendi
             }
             let mut p = lock(pending);
             for r in &rows {
-                if p.get(&r.id).is_some_and(|b| Arc::ptr_eq(b, &r.body)) {
+                if p.get(&r.id).is_some_and(|(b, _)| Arc::ptr_eq(b, &r.body)) {
                     p.remove(&r.id);
                 }
             }
@@ -405,7 +412,7 @@ mod tests {
                 .unwrap();
             // Readable straight after `put`, whether or not the writer has got to it.
             assert_eq!(
-                store.get(&format!("id-{i}")).await.unwrap(),
+                store.get(&format!("id-{i}"), None).await.unwrap(),
                 Some(json!({"i": i}))
             );
         }
@@ -422,13 +429,13 @@ mod tests {
         // Everything reached the database: a fresh store on the same file reads it.
         let reopened = TraceStore::open(Some(&path)).unwrap();
         assert_eq!(
-            reopened.get("id-999").await.unwrap(),
+            reopened.get("id-999", None).await.unwrap(),
             Some(json!({"i": 999}))
         );
         assert_eq!(
-            reopened.get("id-7").await.unwrap(),
+            reopened.get("id-7", None).await.unwrap(),
             Some(json!({"i": "again"}))
         );
-        assert_eq!(reopened.get("id-1000").await.unwrap(), None);
+        assert_eq!(reopened.get("id-1000", None).await.unwrap(), None);
     }
 }

@@ -141,8 +141,9 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
         );
     }
 
-    // Newest first, with key name, latency, policy, answer, cost and the escalation.
-    let (status, _, body) = send(&g, "GET", "/v1/traces", Some("sk-bob-secret"), None).await;
+    // Newest first, with key name, latency, policy, answer, cost and the escalation (as
+    // the admin key sees them: every key's).
+    let (status, _, body) = send(&g, "GET", "/v1/traces", Some("sk-alice-secret"), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("sk-alice-secret") && !body.contains("sk-bob-secret"));
     let list = json(&body);
@@ -165,8 +166,32 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
     assert_eq!(list["data"][1]["key"], "bob");
     assert_eq!(list["data"][1]["policy"], "pass-through");
 
+    // Any other key sees only its own traces, and no other key's by id.
+    let (_, _, body) = send(&g, "GET", "/v1/traces", Some("sk-bob-secret"), None).await;
+    let own: Vec<Value> = json(&body)["data"].as_array().unwrap().clone();
+    assert_eq!(own.len(), 1, "{body}");
+    assert_eq!(
+        (&own[0]["id"], &own[0]["key"]),
+        (&json!(ids[1]), &json!("bob"))
+    );
+    let path = format!("/v1/traces/{}", ids[0]);
+    let (status, _, body) = send(&g, "GET", &path, Some("sk-bob-secret"), None).await;
+    assert_eq!(code(status, &body), (404, "trace_not_found".into()));
+    let (status, _, _) = send(&g, "GET", &path, Some("sk-alice-secret"), None).await;
+    assert_eq!(status, 200);
+    let path = format!("/v1/traces?before={}", ids[2]);
+    let (status, _, body) = send(&g, "GET", &path, Some("sk-bob-secret"), None).await;
+    assert_eq!(code(status, &body), (400, "invalid_cursor".into()));
+
     // Paging: one at a time, following `next`.
-    let (_, _, body) = send(&g, "GET", "/v1/traces?limit=1", Some("sk-bob-secret"), None).await;
+    let (_, _, body) = send(
+        &g,
+        "GET",
+        "/v1/traces?limit=1",
+        Some("sk-alice-secret"),
+        None,
+    )
+    .await;
     let page = json(&body);
     assert_eq!(
         (page["has_more"].clone(), page["next"].clone()),
@@ -176,7 +201,7 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
         &g,
         "GET",
         &format!("/v1/traces?limit=2&before={}", ids[2]),
-        Some("sk-bob-secret"),
+        Some("sk-alice-secret"),
         None,
     )
     .await;

@@ -21,16 +21,18 @@ pub struct Page {
 }
 
 impl TraceStore {
-    /// Up to `limit` traces, newest first, older than the trace `before` when given.
-    /// `Ok(None)` when `before` names no stored trace.
+    /// Up to `limit` traces, newest first, older than the trace `before` when given, of
+    /// key `only` when given. `Ok(None)` when `before` names no such trace.
     pub async fn list(
         &self,
         limit: usize,
         before: Option<&str>,
+        only: Option<&str>,
     ) -> Result<Option<Page>, TraceError> {
         self.flush().await?;
         let before = before.map(str::to_string);
-        self.blocking(move |conn| list(conn, limit, before.as_deref()))
+        let only = only.map(str::to_string);
+        self.blocking(move |conn| list(conn, limit, before.as_deref(), only.as_deref()))
             .await
     }
 
@@ -52,14 +54,19 @@ impl TraceStore {
     }
 }
 
-fn list(conn: &Connection, limit: usize, before: Option<&str>) -> rusqlite::Result<Option<Page>> {
+fn list(
+    conn: &Connection,
+    limit: usize,
+    before: Option<&str>,
+    only: Option<&str>,
+) -> rusqlite::Result<Option<Page>> {
     // Ties on `created` are broken by id, so the cursor is a total order.
     let (created, id) = match before {
         Some(id) => {
             let created: Option<f64> = conn
                 .query_row(
-                    "SELECT created FROM traces WHERE id = ?1",
-                    params![id],
+                    "SELECT created FROM traces WHERE id = ?1 AND (?2 IS NULL OR key = ?2)",
+                    params![id, only],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -72,11 +79,11 @@ fn list(conn: &Connection, limit: usize, before: Option<&str>) -> rusqlite::Resu
     };
     let mut stmt = conn.prepare_cached(
         "SELECT id, created, model, key, latency_ms, body FROM traces
-         WHERE created < ?1 OR (created = ?1 AND id < ?2)
+         WHERE (created < ?1 OR (created = ?1 AND id < ?2)) AND (?4 IS NULL OR key = ?4)
          ORDER BY created DESC, id DESC LIMIT ?3",
     )?;
     let mut data = stmt
-        .query_map(params![created, id, limit as i64 + 1], |r| {
+        .query_map(params![created, id, limit as i64 + 1, only], |r| {
             let body: String = r.get(5)?;
             Ok(summary(
                 r.get(0)?,
@@ -208,7 +215,7 @@ mod tests {
             // Distinct creation times, in order.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let page = store.list(2, None).await.unwrap().unwrap();
+        let page = store.list(2, None, None).await.unwrap().unwrap();
         let ids: Vec<&str> = page
             .data
             .iter()
@@ -230,16 +237,27 @@ mod tests {
             (&t4["policy"], &t4["status"], &t4["models"]),
             (&json!("fixed:a"), &json!("ok"), &json!(["a"]))
         );
-        let page = store.list(2, Some("t3")).await.unwrap().unwrap();
+        let page = store.list(2, Some("t3"), None).await.unwrap().unwrap();
         let ids: Vec<&str> = page
             .data
             .iter()
             .map(|v| v["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["t2", "t1"]);
-        let last = store.list(2, Some("t1")).await.unwrap().unwrap();
+        let last = store.list(2, Some("t1"), None).await.unwrap().unwrap();
         assert_eq!((last.data.len(), last.next), (1, None));
-        assert!(store.list(2, Some("nope")).await.unwrap().is_none());
+        assert!(store.list(2, Some("nope"), None).await.unwrap().is_none());
+        // One key's view: its own traces only, and no cursor into another key's.
+        let own = store.list(10, None, Some("alice")).await.unwrap().unwrap();
+        let ids: Vec<&str> = own.data.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["t4", "t2", "t0"]);
+        assert!(store
+            .list(10, Some("t3"), Some("alice"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.get("t3", Some("alice")).await.unwrap().is_none());
+        assert!(store.get("t4", Some("alice")).await.unwrap().is_some());
 
         let rows = store.spend(0, 86_400, None).await.unwrap();
         let per_key: Vec<(Value, Value, Value)> = rows
@@ -310,8 +328,11 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let store = TraceStore::open(Some(&path)).unwrap();
-            assert_eq!(store.get("old").await.unwrap().unwrap()["answer"], "42");
-            let page = store.list(10, None).await.unwrap().unwrap();
+            assert_eq!(
+                store.get("old", None).await.unwrap().unwrap()["answer"],
+                "42"
+            );
+            let page = store.list(10, None, None).await.unwrap().unwrap();
             assert_eq!(
                 (&page.data[0]["key"], &page.data[0]["latency_ms"]),
                 (&Value::Null, &Value::Null)
