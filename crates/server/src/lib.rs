@@ -308,11 +308,17 @@ async fn trace(
     }
 }
 
-async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
+async fn prometheus(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<auth::KeyName>>,
+) -> Response {
+    let only = history::own_only(caller);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.budgets.status()),
+        state
+            .metrics
+            .render(&state.budgets.status(), only.as_deref()),
     )
         .into_response()
 }

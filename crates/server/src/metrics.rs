@@ -1,7 +1,8 @@
 //! Prometheus metrics, rendered in the text exposition format. Counters live behind one
 //! mutex: updates are a few map operations per request, far below the cost of a request.
 //! Label values are bounded: routes and models come from the app and the pool, key names
-//! from `[server] api_keys` (a request without a key adds no per-key series).
+//! from `[server] api_keys` (a request without a key adds no per-key series). Like spend,
+//! a key sees only its own per-key series, an admin key everyone's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -100,8 +101,10 @@ impl Metrics {
         });
     }
 
-    /// The text exposition, with `budgets` (every budgeted key's standing) as gauges.
-    pub fn render(&self, budgets: &[Status]) -> String {
+    /// The text exposition, with `budgets` (every budgeted key's standing) as gauges. With
+    /// `only`, the per-key series are only that key's.
+    pub fn render(&self, budgets: &[Status], only: Option<&str>) -> String {
+        let shown = |key: &str| only.is_none_or(|k| k == key);
         let mut o = self.with(|m| {
             let mut o = String::new();
             let _ = writeln!(o, "# HELP r2_requests_total HTTP requests by route and status.\n# TYPE r2_requests_total counter");
@@ -135,13 +138,13 @@ impl Metrics {
                 let _ = writeln!(o, "r2_errors_total{{kind=\"{}\"}} {n}", escape(kind));
             }
             let _ = writeln!(o, "# HELP r2_key_tokens_total Tokens by API key name, model and direction, since the server started.\n# TYPE r2_key_tokens_total counter");
-            for ((key, model), (i, out, _)) in &m.keys {
+            for ((key, model), (i, out, _)) in m.keys.iter().filter(|((k, _), _)| shown(k)) {
                 let (k, md) = (escape(key), escape(model));
                 let _ = writeln!(o, "r2_key_tokens_total{{key=\"{k}\",model=\"{md}\",direction=\"input\"}} {i}");
                 let _ = writeln!(o, "r2_key_tokens_total{{key=\"{k}\",model=\"{md}\",direction=\"output\"}} {out}");
             }
             let _ = writeln!(o, "# HELP r2_key_cost_usd_total Cost by API key name and model, since the server started.\n# TYPE r2_key_cost_usd_total counter");
-            for ((key, model), (_, _, c)) in &m.keys {
+            for ((key, model), (_, _, c)) in m.keys.iter().filter(|((k, _), _)| shown(k)) {
                 let _ = writeln!(o, "r2_key_cost_usd_total{{key=\"{}\",model=\"{}\"}} {c}", escape(key), escape(model));
             }
             o
@@ -168,7 +171,7 @@ impl Metrics {
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for s in budgets {
+            for s in budgets.iter().filter(|s| shown(&s.key)) {
                 let _ = writeln!(
                     o,
                     "{name}{{key=\"{}\",period=\"{}\"}} {}",

@@ -266,6 +266,13 @@ async fn concurrent_requests_overspend_by_at_most_one_and_an_exhausted_key_waits
     ] {
         assert!(metrics.contains(&needle), "{needle} not in\n{metrics}");
     }
+    // Any other key sees only its own per-key series.
+    let (_, _, metrics) = call(&state, BIG, Request::get("/metrics"), Body::empty()).await;
+    assert!(
+        metrics.contains("r2_key_cost_usd_total{key=\"big\",model=\"a\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("key=\"tiny\""), "{metrics}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
