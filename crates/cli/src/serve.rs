@@ -44,12 +44,13 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
         r2_training::parse_policy(name, pool, &env)
     });
     let pool = Arc::new(pool);
-    let state = AppState::new(pool, keys, &server, traces.clone(), &parser).map_err(|e| match e {
-        StartError::Policy(e) => input_error(e.to_string()),
-        e @ StartError::Spend(_) => {
-            anyhow::Error::new(e).context(format!("cannot read {}", traces_path.display()))
-        }
-    })?;
+    let state =
+        AppState::new(pool, keys, &server, traces.clone(), &parser).map_err(|e| match e {
+            StartError::Policy(e) => input_error(e.to_string()),
+            e @ StartError::Spend(_) => {
+                anyhow::Error::new(e).context(format!("cannot read {}", traces_path.display()))
+            }
+        })?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| input_error(format!("cannot listen on {listen}: {e}")))?;

@@ -284,10 +284,16 @@ async fn spend_survives_a_restart() {
     {
         let traces = TraceStore::open(Some(&path)).unwrap();
         let state = state(traces.clone(), priced(0));
-        for _ in 0..2 {
-            let (status, _, body) = chat(&state, TINY).await;
-            assert_eq!(status, 200, "{body}");
-        }
+        // One streamed request and one not: both settle what they cost.
+        let streamed = CHAT.replacen("{", "{\"stream\": true, ", 1);
+        let req = Request::post("/v1/chat/completions");
+        let (status, _, body) = call(&state, TINY, req, Body::from(streamed)).await;
+        assert!(
+            status == 200 && body.trim_end().ends_with("data: [DONE]"),
+            "{body}"
+        );
+        let (status, _, body) = chat(&state, TINY).await;
+        assert_eq!(status, 200, "{body}");
         let (status, headers, body) = chat(&state, TINY).await;
         assert_over_budget(status, &headers, &body);
         // What `serve` does on shutdown.
