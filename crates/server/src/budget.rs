@@ -22,9 +22,11 @@
 //! chat template (no tokenizer makes more tokens than bytes); its output is at most the
 //! request's `max_tokens` (else the executor's limits). A routed run makes at most
 //! `2 × (max_subtasks + 2)` calls (plan, steps, synthesis, and a rating call before each
-//! for policies that ask a model) plus, with a check suffix, `1 + samples + retries` per
-//! pool model it may climb through. It follows the executor's call structure; a run that
-//! spends more than it reserved still has all of its cost settled.
+//! for policies that ask a model) plus, with check suffixes, per pool model it may climb
+//! through: its answer, one program call each for `+program` and `+keep`, and the
+//! `+retry` programs and `+agree` samples. It follows the executor's call structure (every
+//! check call reuses the answer's token limit); a run that spends more than it reserved
+//! still has all of its cost settled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -148,8 +150,11 @@ pub fn routed_worst(
     let subtasks = exec.max_subtasks as u64;
     let input = body_bytes as u64 + INSTRUCTION_TOKENS + plan + subtasks * step + answer;
     let output = plan.max(step).max(answer);
+    // Per model climbed through: its answer, the program (`+program`, and `+keep`'s greedy
+    // program), the sampled programs (`+retry`) and the samples (`+agree`).
     let climbs = escalation.map_or(0, |e| {
-        pool.len() as u64 * (1 + e.samples as u64 + e.retries as u64)
+        let checks = u64::from(e.program) + u64::from(e.keep.is_some());
+        pool.len() as u64 * (1 + checks + e.retries as u64 + e.samples as u64)
     });
     let calls = 2 * (subtasks + 2) + climbs;
     let dearest = (0..pool.len())
@@ -440,6 +445,42 @@ mod tests {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z);
         }
+    }
+
+    #[test]
+    fn the_estimate_counts_every_call_a_run_may_make() {
+        let model = |id: &str, ctx: u32, price: f64| {
+            format!("[[models]]\nid = \"{id}\"\nbackend = \"llama_cpp\"\nsource = \"{id}.gguf\"\nparameters = 1\ncontext_length = {ctx}\nprices.compute = {{ input = {price}, output = {price} }}\n")
+        };
+        let text = format!("{}{}", model("a", 100_000, 1.0), model("b", 1000, 3.0));
+        let cfg = r2_pool::PoolConfig::parse(&text, "t.toml", None).unwrap();
+        let pool = Pool::uniform(cfg, r2_pool::ScriptedBackend::new(|_| Ok("x".into())));
+        // Pass-through: 10 bytes + 64 per message in, 100 out, on the model asked for.
+        assert_eq!(pass_through_worst(&pool, 0, 10, 2, 100), 238e-6);
+        // ... but never more input than the model's context.
+        let b = pool.config.index_of("b").unwrap();
+        assert_eq!(pass_through_worst(&pool, b, 1_000_000, 1, 100), 3300e-6);
+        let exec = ExecOptions::default();
+        let per_call = |input: u64, output: u64| {
+            // The dearest of a (1.0/token, large context) and b (3.0/token, 1,000 tokens).
+            let a = (input + output) as f64 * 1e-6;
+            let b = (input.min(1000) + output) as f64 * 3e-6;
+            a.max(b)
+        };
+        let input = 200 + 4096 + 256 + 5 * 320 + 512;
+        let plain = routed_worst(&pool, &exec, None, 200);
+        assert!(
+            (plain - 14.0 * per_call(input, 512)).abs() < 1e-12,
+            "{plain}"
+        );
+        let (_, checks) = Escalation::split("fixed:a+program+retry:2+agree:3").unwrap();
+        let checked = routed_worst(&pool, &exec, checks, 200);
+        // Per model: the answer, the program, two sampled programs, three samples.
+        let calls = 14.0 + 2.0 * (1.0 + 1.0 + 2.0 + 3.0);
+        assert!(
+            (checked - calls * per_call(input, 512)).abs() < 1e-12,
+            "{checked}"
+        );
     }
 
     #[test]
