@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use r2_models::ModelCache;
 use r2_runtime::{build_pool, RuntimeOptions};
-use r2_server::{AppState, Keys, TraceStore, DEFAULT_LISTEN};
+use r2_server::{AppState, Keys, StartError, TraceStore, DEFAULT_LISTEN};
 
 use crate::args::ServeArgs;
 use crate::input_error;
@@ -44,8 +44,13 @@ pub async fn run(config_path: Option<&Path>, args: ServeArgs) -> Result<()> {
         r2_training::parse_policy(name, pool, &env)
     });
     let pool = Arc::new(pool);
-    let state = AppState::new(pool, keys, &server, traces.clone(), &parser)
-        .map_err(|e| input_error(e.to_string()))?;
+    let state =
+        AppState::new(pool, keys, &server, traces.clone(), &parser).map_err(|e| match e {
+            StartError::Policy(e) => input_error(e.to_string()),
+            e @ StartError::Spend(_) => {
+                anyhow::Error::new(e).context(format!("cannot read {}", traces_path.display()))
+            }
+        })?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| input_error(format!("cannot listen on {listen}: {e}")))?;

@@ -19,6 +19,6 @@ pub use config::{
     BackendKind, ConfigError, ModelSpec, PoolConfig, Price, DEFAULT_POOL_NAME, DEFAULT_POOL_TOML,
 };
 pub use pool::{Pool, PoolCall};
-pub use remote::{ApiKeySpec, KeySource, RemoteSpec, ServerConfig};
+pub use remote::{ApiKeySpec, BudgetPeriod, KeyBudget, KeySource, RemoteSpec, ServerConfig};
 pub use scripted::ScriptedBackend;
 pub use source::{ModelSource, SourcePart};

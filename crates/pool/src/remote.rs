@@ -110,9 +110,55 @@ pub enum KeySource {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeySpec {
-    /// Shown in logs and metrics instead of the key.
+    /// Shown in logs and metrics instead of the key. Several entries may share a name
+    /// (e.g. an old and a new key while rotating): they share one budget.
     pub name: String,
     pub source: KeySource,
+    /// `admin = true`: `GET /v1/spend` shows this key every key's spend, not only its own.
+    pub admin: bool,
+    /// `budget_usd` per `period`; `None`: the key may spend without limit.
+    pub budget: Option<KeyBudget>,
+}
+
+/// What a key may spend per period, under the active price profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyBudget {
+    /// More than 0.
+    pub usd: f64,
+    pub period: BudgetPeriod,
+}
+
+/// A budget's period: calendar periods in UTC. `weekly` starts on Monday 00:00 UTC,
+/// `monthly` on the 1st at 00:00 UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl BudgetPeriod {
+    pub const NAMES: [&'static str; 4] = ["hourly", "daily", "weekly", "monthly"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "hourly" => Self::Hourly,
+            "daily" => Self::Daily,
+            "weekly" => Self::Weekly,
+            "monthly" => Self::Monthly,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hourly => "hourly",
+            Self::Daily => "daily",
+            Self::Weekly => "weekly",
+            Self::Monthly => "monthly",
+        }
+    }
 }
 
 /// The optional `[server]` table: what `r2reasoner serve` uses.
@@ -168,6 +214,39 @@ struct RawKey {
     name: String,
     sha256: Option<String>,
     env: Option<String>,
+    #[serde(default)]
+    admin: bool,
+    budget_usd: Option<f64>,
+    period: Option<String>,
+}
+
+impl RawKey {
+    /// `budget_usd` and `period` together, or neither; errors are `(field, reason)`.
+    fn budget(&self) -> Result<Option<KeyBudget>, (&'static str, String)> {
+        let periods = BudgetPeriod::NAMES.join(", ");
+        let period = match &self.period {
+            None => None,
+            Some(p) => Some(BudgetPeriod::parse(p.trim()).ok_or((
+                "period",
+                format!("'{p}' is not a budget period; use one of {periods} (UTC)"),
+            ))?),
+        };
+        match (self.budget_usd, period) {
+            (None, None) => Ok(None),
+            (Some(usd), Some(period)) if usd.is_finite() && usd > 0.0 => {
+                Ok(Some(KeyBudget { usd, period }))
+            }
+            (Some(usd), Some(_)) => Err((
+                "budget_usd",
+                format!("{usd} must be a number of US dollars > 0"),
+            )),
+            (Some(_), None) => Err((
+                "period",
+                format!("budget_usd needs a period: one of {periods} (UTC)"),
+            )),
+            (None, Some(_)) => Err(("budget_usd", "period needs a budget_usd".into())),
+        }
+    }
 }
 
 impl RawServer {
@@ -178,6 +257,19 @@ impl RawServer {
             let key = |f: &str| format!("server.api_keys[{i}].{f}");
             if k.name.trim().is_empty() {
                 return Err((key("name"), "must not be empty".into()));
+            }
+            let name = &k.name;
+            let budget = k
+                .budget()
+                .map_err(|(f, reason)| (key(f), format!("key '{name}': {reason}")))?;
+            // Entries that share a name share one budget, so they must agree on it.
+            if let Some(other) = keys.iter().find(|o: &&ApiKeySpec| o.name == k.name) {
+                if other.budget != budget || other.admin != k.admin {
+                    return Err((
+                        key("name"),
+                        format!("key '{name}' is configured twice with different budget_usd, period or admin"),
+                    ));
+                }
             }
             let source =
                 match (k.sha256, k.env) {
@@ -201,6 +293,8 @@ impl RawServer {
             keys.push(ApiKeySpec {
                 name: k.name,
                 source,
+                admin: k.admin,
+                budget,
             });
         }
         let max_body_bytes = self.max_body_bytes.unwrap_or(d.max_body_bytes);
@@ -327,6 +421,55 @@ mod tests {
         assert!(e.contains("server.api_keys[0]"), "{e}");
         let e = err(&format!("[server]\nmax_concurrency = 0\n{OPENAI}"));
         assert!(e.contains("server.max_concurrency"), "{e}");
+    }
+
+    #[test]
+    fn key_budgets_parse_and_a_bad_period_names_the_key() {
+        use crate::{BudgetPeriod, KeyBudget};
+        let text = format!("[server]\napi_keys = [{{ name = \"ci\", env = \"R2_KEY\", admin = true }}, {{ name = \"alice\", env = \"A\", budget_usd = 2.5, period = \"daily\" }}, {{ name = \"alice\", env = \"A2\", budget_usd = 2.5, period = \"daily\" }}]\n{OPENAI}");
+        let cfg = PoolConfig::parse(&text, "pool.toml", None).unwrap();
+        let k = &cfg.server.api_keys;
+        assert_eq!((k[0].admin, k[0].budget), (true, None));
+        let daily = Some(KeyBudget {
+            usd: 2.5,
+            period: BudgetPeriod::Daily,
+        });
+        assert_eq!(
+            (k[1].admin, k[1].budget, k[2].budget),
+            (false, daily, daily)
+        );
+        let with = |fields: &str| {
+            err(&format!("[server]\napi_keys = [{{ name = \"ci\", env = \"R2_KEY\" }}, {{ name = \"alice\", env = \"A\", {fields} }}]\n{OPENAI}"))
+        };
+        let e = with("budget_usd = 1, period = \"fortnightly\"");
+        assert!(
+            e.contains("server.api_keys[1].period")
+                && e.contains("key 'alice'")
+                && e.contains("'fortnightly'")
+                && e.contains("pool.toml"),
+            "{e}"
+        );
+        for (fields, field) in [
+            ("budget_usd = 1", "period"),
+            ("period = \"daily\"", "budget_usd"),
+            ("budget_usd = 0, period = \"daily\"", "budget_usd"),
+            ("budget_usd = -1, period = \"monthly\"", "budget_usd"),
+            ("budget_usd = nan, period = \"monthly\"", "budget_usd"),
+            ("budget_usd = \"5\", period = \"monthly\"", "budget_usd"),
+            ("budget = 1", "budget"),
+        ] {
+            let e = with(fields);
+            assert!(e.contains(field), "{fields}: {e}");
+            assert!(
+                e.contains("alice") || e.contains("unknown field"),
+                "{fields}: {e}"
+            );
+        }
+        let e = err(&format!("[server]\napi_keys = [{{ name = \"a\", env = \"X\", budget_usd = 1, period = \"daily\" }}, {{ name = \"a\", env = \"Y\" }}]\n{OPENAI}"));
+        assert!(
+            e.contains("server.api_keys[1].name") && e.contains("key 'a'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! routing policy, run it (bounded by the request timeout), answer in OpenAI's shape.
 //! Streaming runs the work in a task that stops — dropping, and so cancelling, the model
 //! calls — as soon as the client goes away.
+//!
+//! A budgeted key's request reserves its worst-case cost before it runs (`budget`; refused
+//! with 429 when the key is over budget) and settles it when its trace is stored: every
+//! request that ran stores exactly one trace (answered, failed, or cancelled, a
+//! non-streamed one whose client went away included), and its steps' cost is what the key
+//! spent.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,8 +27,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::auth::KeyName;
+use crate::budget::{self, Reservation};
 use crate::error::ApiError;
-use crate::traces::TraceMeta;
+use crate::traces::{self, TraceMeta};
 use crate::wire::{self, Chat};
 use crate::AppState;
 
@@ -34,16 +41,25 @@ enum Target {
     Routed(Arc<dyn Policy>),
 }
 
-/// Where a request came from and when it arrived: stored beside its trace.
+/// Where a request came from and when it arrived (stored beside its trace), and the
+/// budget it holds.
 struct Origin {
     key: Option<String>,
     arrived: std::time::Instant,
+    reservation: Option<Reservation>,
 }
 
 impl Origin {
     /// Store `ext` as the trace of request `id` (a failure is logged: the client still
-    /// gets its answer).
-    async fn store(&self, state: &AppState, id: &str, model: &str, ext: &Value) {
+    /// gets its answer), and count its steps' cost as the key's spend.
+    async fn store(&mut self, state: &AppState, id: &str, model: &str, ext: &Value) {
+        let usage = traces::usage(ext);
+        if let Some(r) = self.reservation.take() {
+            r.settle(usage.iter().map(|u| u.cost_usd).sum());
+        }
+        if let Some(key) = &self.key {
+            state.metrics.key_usage(key, &usage);
+        }
         let meta = TraceMeta {
             key: self.key.clone(),
             latency_ms: Some(self.arrived.elapsed().as_secs_f64() * 1000.0),
@@ -102,6 +118,44 @@ fn sampling(chat: &Chat) -> Sampling {
     }
 }
 
+/// `max_tokens` of a pass-through call on `model`.
+fn pass_through_max_tokens(state: &AppState, chat: &Chat, model: usize) -> u32 {
+    let context = state.pool.config.models[model].context_length;
+    chat.max_tokens.unwrap_or(512).min(context)
+}
+
+/// The executor's options for a routed run of `chat`: the client's max_tokens caps every
+/// model call of the run (plan, steps, synthesis); a plan cut short is parsed as far as it
+/// goes.
+fn routed_options(state: &AppState, chat: &Chat) -> ExecOptions {
+    let cap = |n: u32| chat.max_tokens.map_or(n, |m| n.min(m));
+    ExecOptions {
+        sampling: sampling(chat),
+        progress: None,
+        decompose_max_tokens: cap(state.exec.decompose_max_tokens),
+        step_max_tokens: cap(state.exec.step_max_tokens),
+        answer_max_tokens: cap(state.exec.answer_max_tokens),
+        ..state.exec.clone()
+    }
+}
+
+/// The most `chat` may cost (the budget reservation; see `budget`).
+fn worst_cost(state: &AppState, chat: &Chat, target: &Target, body_bytes: usize) -> f64 {
+    match target {
+        Target::PassThrough(model) => {
+            let bytes = chat.messages.iter().map(|m| m.content.len()).sum();
+            let max_tokens = pass_through_max_tokens(state, chat, *model);
+            budget::pass_through_worst(&state.pool, *model, bytes, chat.messages.len(), max_tokens)
+        }
+        Target::Routed(policy) => budget::routed_worst(
+            &state.pool,
+            &routed_options(state, chat),
+            policy.escalation(),
+            body_bytes,
+        ),
+    }
+}
+
 async fn run(
     state: &AppState,
     chat: &Chat,
@@ -111,10 +165,9 @@ async fn run(
     let pool = &state.pool;
     match target {
         Target::PassThrough(model) => {
-            let context = pool.config.models[*model].context_length;
             let request = GenRequest {
                 messages: chat.messages.clone(),
-                max_tokens: chat.max_tokens.unwrap_or(512).min(context),
+                max_tokens: pass_through_max_tokens(state, chat, *model),
                 sampling: sampling(chat),
                 stop: chat.stop.clone(),
                 ignore_eos: false,
@@ -153,16 +206,9 @@ async fn run(
                 .map(|m| m.content.as_str())
                 .unwrap_or("");
             let family = TaskFamily::guess(last_user);
-            // The client's max_tokens caps every model call of the run (plan, steps,
-            // synthesis); a plan cut short is parsed as far as it goes.
-            let cap = |n: u32| chat.max_tokens.map_or(n, |m| n.min(m));
             let options = ExecOptions {
-                sampling: sampling(chat),
                 progress,
-                decompose_max_tokens: cap(state.exec.decompose_max_tokens),
-                step_max_tokens: cap(state.exec.step_max_tokens),
-                answer_max_tokens: cap(state.exec.answer_max_tokens),
-                ..state.exec.clone()
+                ..routed_options(state, chat)
             };
             let decomposer = pool.config.index_of(&pool.config.decomposer).unwrap_or(0);
             let answer = Executor::new(pool, options)
@@ -215,9 +261,13 @@ pub async fn completions(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let origin = Origin {
-        key: request.extensions().get::<KeyName>().map(|k| k.0.clone()),
+    let mut origin = Origin {
+        key: request
+            .extensions()
+            .get::<KeyName>()
+            .map(|k| k.name.clone()),
         arrived: std::time::Instant::now(),
+        reservation: None,
     };
     let json = request
         .headers()
@@ -234,6 +284,13 @@ pub async fn completions(
         .map_err(|_| ApiError::too_large(limit))?;
     let chat = wire::parse(&body)?;
     let target = resolve(&state, &chat.model)?;
+    if let Some(key) = &origin.key {
+        let worst = worst_cost(&state, &chat, &target, body.len());
+        origin.reservation = state
+            .budgets
+            .admit(key, worst)
+            .map_err(|r| ApiError::budget(key, &r, budget::unix_now()))?;
+    }
     let permit = state
         .slots
         .clone()
@@ -251,16 +308,27 @@ pub async fn completions(
         let _permit = permit;
         let timeout = state.request_timeout;
         // The steps that finished, for the partial trace of a failed request.
-        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let mut flight = InFlight {
+            state: state.clone(),
+            origin: Some(origin),
+            id: id.clone(),
+            model: chat.model.clone(),
+            policy: policy_name(&target),
+            steps: prx,
+        };
         let result = tokio::time::timeout(timeout, run(&state, &chat, &target, Some(ptx)))
             .await
             .map_err(|_| ApiError::timeout(timeout.as_secs_f64()))
             .and_then(|r| r);
+        let Some(mut origin) = flight.origin.take() else {
+            return Err(ApiError::internal("the request lost its origin"));
+        };
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {
                 let mut done = Vec::new();
-                while let Ok(step) = prx.try_recv() {
+                while let Ok(step) = flight.steps.try_recv() {
                     done.push(step);
                 }
                 let ext = unfinished(&id, &target, done, &e);
@@ -297,20 +365,65 @@ pub async fn completions(
     .await
 }
 
+/// A non-streamed request while its run is awaited. If the handler is dropped before it
+/// takes `origin` back (the client went away, which cancels the run), the steps finished so
+/// far are stored as a `cancelled` trace and their cost settles the key's reservation.
+struct InFlight {
+    state: Arc<AppState>,
+    origin: Option<Origin>,
+    id: String,
+    model: String,
+    policy: String,
+    steps: mpsc::UnboundedReceiver<StepTrace>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(mut origin) = self.origin.take() else {
+            return;
+        };
+        let mut done = Vec::new();
+        while let Ok(step) = self.steps.try_recv() {
+            done.push(step);
+        }
+        tracing::info!(request_id = %self.id, "client disconnected; work cancelled");
+        self.state.metrics.error("client_disconnected");
+        let mut ext = unfinished_trace(
+            &self.id,
+            &self.policy,
+            done,
+            "the client disconnected; the run was cancelled".into(),
+        );
+        ext["status"] = json!("cancelled");
+        let (state, id, model) = (self.state.clone(), self.id.clone(), self.model.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { origin.store(&state, &id, &model, &ext).await });
+            }
+            // No runtime to store on: still count what the finished steps cost.
+            Err(_) => {
+                if let Some(r) = origin.reservation.take() {
+                    r.settle(traces::usage(&ext).iter().map(|u| u.cost_usd).sum());
+                }
+            }
+        }
+    }
+}
+
 /// The trace of a run that did not finish: the steps done so far and why it stopped.
-fn unfinished_trace(id: &str, target: &Target, done: Vec<StepTrace>, reason: String) -> Value {
+fn unfinished_trace(id: &str, policy: &str, done: Vec<StepTrace>, reason: String) -> Value {
     let answer = Answer {
         answer: String::new(),
         total_cost_usd: done.iter().map(|s| s.cost_usd).sum(),
         steps: done,
         warnings: vec![reason],
     };
-    wire::extension(id, &policy_name(target), &answer)
+    wire::extension(id, policy, &answer)
 }
 
 /// The trace of a run that failed with `e`: `"status": "error"` and the error the client got.
 fn unfinished(id: &str, target: &Target, done: Vec<StepTrace>, e: &ApiError) -> Value {
-    let mut ext = unfinished_trace(id, target, done, e.message.clone());
+    let mut ext = unfinished_trace(id, &policy_name(target), done, e.message.clone());
     ext["status"] = json!("error");
     ext["error"] = e.body()["error"].clone();
     ext
@@ -339,7 +452,7 @@ async fn stream(
     target: Target,
     id: String,
     permit: tokio::sync::OwnedSemaphorePermit,
-    origin: Origin,
+    mut origin: Origin,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(64);
     let created = unix_now();
@@ -386,7 +499,7 @@ async fn stream(
                 None => {
                     tracing::info!("client disconnected; work cancelled");
                     state.metrics.error("client_disconnected");
-                    let mut ext = unfinished_trace(&id, &target, done, "the client disconnected; the run was cancelled".into());
+                    let mut ext = unfinished_trace(&id, &policy_name(&target), done, "the client disconnected; the run was cancelled".into());
                     ext["status"] = json!("cancelled");
                     origin.store(&state, &id, &model, &ext).await;
                     return;

@@ -4,6 +4,8 @@
 //! Invariant: every failure, unknown routes, wrong methods and extractor failures included,
 //! answers in this shape with the status that matches its cause (400, 401, 404, 405, 413,
 //! 415, 429, 502, 504; 500 only for the gateway's own faults); handlers never panic on input.
+//! Some errors carry more fields in the `error` object (`budget_exceeded`: the budget, the
+//! spend and when it resets).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +23,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_s: Option<u64>,
+    /// More fields of the `error` object.
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -31,6 +35,7 @@ impl ApiError {
             code,
             message,
             retry_after_s: None,
+            details: None,
         }
     }
 
@@ -99,6 +104,62 @@ impl ApiError {
         e
     }
 
+    /// A budgeted key that may not run this request (see `budget`): over its budget until
+    /// the period resets (`budget_exceeded`, `Retry-After` = seconds until then), or with
+    /// what is left reserved by its requests in flight (`too_many_requests`, retry in 1 s).
+    pub fn budget(key: &str, refusal: &crate::budget::Refusal, now: i64) -> Self {
+        use crate::budget::{utc, Refusal};
+        match refusal {
+            Refusal::Exceeded {
+                budget,
+                spent,
+                resets_at,
+            } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "insufficient_quota",
+                    "budget_exceeded",
+                    format!(
+                        "key '{key}' has spent ${spent:.6} of its {} budget of ${}; it resets at {}",
+                        budget.period.as_str(),
+                        budget.usd,
+                        utc(*resets_at)
+                    ),
+                );
+                e.retry_after_s = Some((resets_at - now).max(1) as u64);
+                let details = json!({
+                    "budget_usd": budget.usd,
+                    "period": budget.period.as_str(),
+                    "spent_usd": spent,
+                    "resets_at": resets_at,
+                });
+                e.details = details.as_object().cloned();
+                e
+            }
+            Refusal::Reserved {
+                budget,
+                spent,
+                reserved,
+                in_flight,
+            } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "too_many_requests",
+                    format!(
+                        "key '{key}' has spent ${spent:.6} of its {} budget of ${}, and its \
+                         {in_flight} requests in flight reserve the rest (${reserved:.6}); \
+                         retry when they finish",
+                        budget.period.as_str(),
+                        budget.usd
+                    ),
+                );
+                e.retry_after_s = Some(1);
+                e
+            }
+        }
+    }
+
     pub fn timeout(seconds: f64) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -158,7 +219,14 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})
+        let mut body =
+            json!({"error": {"message": self.message, "type": self.kind, "code": self.code}});
+        if let (Some(details), Some(error)) = (&self.details, body["error"].as_object_mut()) {
+            for (k, v) in details {
+                error.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        body
     }
 }
 

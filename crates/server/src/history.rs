@@ -1,13 +1,16 @@
 //! `GET /v1/traces` (recent traces, newest first, a page at a time) and `GET /v1/spend`
-//! (cost per time bucket, key and model): what the trace viewer reads, behind the same key
-//! as every other JSON route. Query parameters are validated here; bad ones are 400s.
+//! (cost per time bucket, key and model, and the budgets): what the trace viewer reads,
+//! behind the same key as every other JSON route. With `[server] api_keys` set, a key sees
+//! only its own traces, spend and budget, an admin key everyone's. Query parameters are validated
+//! here; bad ones are 400s.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 
+use crate::auth::KeyName;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -16,6 +19,12 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
 /// The most buckets a spend summary covers.
 pub const MAX_BUCKETS: i64 = 1000;
+
+/// The key whose records the caller may see: its own, unless it is an admin key or keys
+/// are off (`None`: every key's).
+pub(crate) fn own_only(caller: Option<Extension<KeyName>>) -> Option<String> {
+    caller.and_then(|Extension(k)| (!k.admin).then_some(k.name))
+}
 
 type Params = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
 
@@ -76,8 +85,10 @@ fn bounded(
 /// "has_more", "next"}`; pass `next` as `before` for the following page.
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<KeyName>>,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
+    let only = own_only(caller);
     let pairs = params(query, &["limit", "before"])?;
     let limit = bounded(
         &pairs,
@@ -94,13 +105,13 @@ pub async fn list(
     }
     let page = state
         .traces
-        .list(limit, before)
+        .list(limit, before, only.as_deref())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_cursor",
-                "before names no stored trace; pass the `next` of a previous page",
+                "before names no stored trace of this key; pass the `next` of a previous page",
             )
         })?;
     Ok(Json(json!({
@@ -112,11 +123,14 @@ pub async fn list(
 }
 
 /// `GET /v1/spend?bucket=day|hour&buckets=N`: the last N buckets (UTC, the current one
-/// included; default 30 days or 48 hours), one row per bucket, key and model.
+/// included; default 30 days or 48 hours), one row per bucket, key and model, and each
+/// budgeted key's standing (`budgets`); only the caller's own unless it is an admin key.
 pub async fn spend(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<KeyName>>,
     query: Params,
 ) -> Result<Json<Value>, ApiError> {
+    let only = own_only(caller);
     let pairs = params(query, &["bucket", "buckets"])?;
     let (bucket, seconds, default) = match param(&pairs, "bucket").unwrap_or("day") {
         "day" => ("day", 86_400, 30),
@@ -141,14 +155,34 @@ pub async fn spend(
     let since = (now / seconds - (buckets - 1)) * seconds;
     let data = state
         .traces
-        .spend(since, seconds)
+        .spend(since, seconds, only.as_deref())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let budgets: Vec<Value> = state
+        .budgets
+        .status()
+        .into_iter()
+        .filter(|s| only.as_ref().is_none_or(|k| *k == s.key))
+        .map(|s| {
+            json!({
+                "key": s.key,
+                "budget_usd": s.budget.usd,
+                "period": s.budget.period.as_str(),
+                "period_start": s.period_start,
+                "resets_at": s.resets_at,
+                "spent_usd": s.spent,
+                "reserved_usd": s.reserved,
+                "in_flight": s.in_flight,
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "object": "spend",
+        "scope": if only.is_some() { "own" } else { "all" },
         "bucket": bucket,
         "bucket_seconds": seconds,
         "since": since,
         "data": data,
+        "budgets": budgets,
     })))
 }

@@ -3,9 +3,11 @@
 //! `app(state)` is the whole HTTP surface as an axum `Router` (tests call it without a
 //! socket); `serve` runs it on a listener until a shutdown signal, finishing in-flight
 //! requests first. Handlers are thin: parsing and shapes live in `wire`, the one error type
-//! in `error`. Nothing here logs request bodies, headers or keys.
+//! in `error`. Nothing here logs request bodies, headers or keys. Per-key budgets and their
+//! reservations are in `budget`.
 
 mod auth;
+pub mod budget;
 mod chat;
 mod error;
 mod history;
@@ -30,6 +32,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 pub use auth::{digest, Keys};
+pub use budget::Budgets;
 pub use error::{ApiError, ErrorKind};
 pub use history::{DEFAULT_LIMIT, MAX_BUCKETS, MAX_LIMIT};
 pub use metrics::Metrics;
@@ -45,6 +48,16 @@ pub type PolicyParser = Arc<
         + Send
         + Sync,
 >;
+
+/// Why the gateway's state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Policy(#[from] PolicyLoadError),
+    /// The keys' spend so far this period could not be read from the trace store.
+    #[error("reading the API keys' spend for their budgets: {0}")]
+    Spend(#[from] TraceError),
+}
 
 /// A policy of the config that could not be loaded at startup.
 #[derive(Debug, thiserror::Error)]
@@ -70,19 +83,22 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub metrics: Metrics,
     pub traces: TraceStore,
+    /// `budget_usd` per `period` of the `[server] api_keys` entries that set one.
+    pub budgets: Arc<Budgets>,
     slots: Arc<Semaphore>,
 }
 
 impl AppState {
     /// Loads the default policy and every policy `[server] policies` exposes with `parser`
-    /// (which may read files); requests never reach `parser`.
+    /// (which may read files; requests never reach `parser`), and the budgets of
+    /// `server.api_keys` with what each key spent so far this period (from `traces`).
     pub fn new(
         pool: Arc<Pool>,
         keys: Keys,
         server: &ServerConfig,
         traces: TraceStore,
         parser: &PolicyParser,
-    ) -> Result<Self, PolicyLoadError> {
+    ) -> Result<Self, StartError> {
         let load = |name: String, spec: &str| {
             parser(spec, &pool)
                 .map(Arc::from)
@@ -98,6 +114,7 @@ impl AppState {
             exposed.insert(name.clone(), load(format!("server.policies.{name}"), spec)?);
         }
         let request_timeout = Duration::from_secs_f64(server.request_timeout_s);
+        let budgets = Arc::new(Budgets::load(&server.api_keys, &traces)?);
         Ok(Self {
             exec: ExecOptions {
                 step_timeout: Some(request_timeout),
@@ -111,6 +128,7 @@ impl AppState {
             request_timeout,
             metrics: Metrics::default(),
             traces,
+            budgets,
             slots: Arc::new(Semaphore::new(server.max_concurrency)),
         })
     }
@@ -177,10 +195,13 @@ async fn require_key(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match state.keys.check(header) {
-            Some(name) => {
+        match state.keys.caller(header) {
+            Some((name, admin)) => {
                 tracing::debug!(key = name, "authorised");
-                let name = auth::KeyName(name.to_string());
+                let name = auth::KeyName {
+                    name: name.to_string(),
+                    admin,
+                };
                 request.extensions_mut().insert(name);
             }
             None => return ApiError::unauthorized().into_response(),
@@ -264,8 +285,10 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
+/// `GET /v1/traces/{id}`: a key's own traces (any trace for an admin key, or without keys).
 async fn trace(
     State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<auth::KeyName>>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(id) = id.map_err(|e| {
@@ -274,7 +297,8 @@ async fn trace(
             format!("invalid trace id: {}", e.body_text()),
         )
     })?;
-    match state.traces.get(&id).await {
+    let only = history::own_only(caller);
+    match state.traces.get(&id, only.as_deref()).await {
         Ok(Some(v)) => Ok(Json(v)),
         Ok(None) => Err(ApiError::not_found(
             "trace_not_found",
@@ -284,11 +308,17 @@ async fn trace(
     }
 }
 
-async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
+async fn prometheus(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<auth::KeyName>>,
+) -> Response {
+    let only = history::own_only(caller);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state
+            .metrics
+            .render(&state.budgets.status(), only.as_deref()),
     )
         .into_response()
 }

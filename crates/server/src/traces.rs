@@ -12,8 +12,13 @@
 //! Schema (`PRAGMA user_version`): version 0 is `traces (id, created, model, body)`;
 //! version 1 adds `key` (the configured *name* of the API key that made the request, never
 //! the key or its digest; NULL without keys and on older rows), `latency_ms` (the request's
-//! wall-clock time; NULL on older rows) and an index on `created`. Opening a store migrates
-//! it in place, so trace databases written before version 1 stay readable.
+//! wall-clock time; NULL on older rows) and an index on `created`. Version 2 adds `spend`:
+//! per UTC hour, key name ('' without keys) and pool model, the requests, calls, tokens and
+//! cost of the traces created in that hour, updated in the same transaction as the traces
+//! (a replaced trace's old usage is taken out first) and filled from the stored traces
+//! when a store is migrated. `GET /v1/spend` and the per-key budgets read it instead of
+//! every trace. Opening a store migrates it in place, so older trace databases stay
+//! readable.
 
 mod query;
 
@@ -36,7 +41,7 @@ const QUEUE: usize = 4096;
 const BATCH: usize = 512;
 
 /// The schema version this code writes (see the module docs).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Who made a request and how long it took, stored beside its trace.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,6 +58,46 @@ struct Row {
     model: String,
     body: Arc<str>,
     meta: TraceMeta,
+    usage: Vec<Usage>,
+}
+
+/// What one trace's model calls on one pool model used.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub model: String,
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// The usage of trace `body` per model (its `steps`), in the order models first appear.
+/// Missing or malformed fields count as 0.
+pub fn usage(body: &serde_json::Value) -> Vec<Usage> {
+    let mut out: Vec<Usage> = Vec::new();
+    let steps = body["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for s in steps {
+        let model = s["model"].as_str().unwrap_or("");
+        let i = match out.iter().position(|u| u.model == model) {
+            Some(i) => i,
+            None => {
+                out.push(Usage {
+                    model: model.to_string(),
+                    ..Usage::default()
+                });
+                out.len() - 1
+            }
+        };
+        let u = &mut out[i];
+        u.calls += 1;
+        u.input_tokens += s["input_tokens"].as_u64().unwrap_or(0);
+        u.output_tokens += s["output_tokens"].as_u64().unwrap_or(0);
+        u.cost_usd += s["cost_usd"]
+            .as_f64()
+            .filter(|c| c.is_finite())
+            .unwrap_or(0.0);
+    }
+    out
 }
 
 enum Msg {
@@ -60,8 +105,8 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Traces handed to the writer and not yet committed, by id.
-type Pending = Mutex<HashMap<String, Arc<str>>>;
+/// Traces handed to the writer and not yet committed, by id: the body and the key name.
+type Pending = Mutex<HashMap<String, (Arc<str>, Option<String>)>>;
 
 #[derive(Clone)]
 pub struct TraceStore {
@@ -113,18 +158,20 @@ impl TraceStore {
         body: &serde_json::Value,
         meta: TraceMeta,
     ) -> Result<(), TraceError> {
+        let usage = usage(body);
         let body: Arc<str> = Arc::from(body.to_string());
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        lock(&self.pending).insert(id.to_string(), body.clone());
+        lock(&self.pending).insert(id.to_string(), (body.clone(), meta.key.clone()));
         let row = Row {
             id: id.to_string(),
             created,
             model: model.to_string(),
             body,
             meta,
+            usage,
         };
         if self.tx.send(Msg::Put(row)).await.is_err() {
             lock(&self.pending).remove(id);
@@ -133,22 +180,41 @@ impl TraceStore {
         Ok(())
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<serde_json::Value>, TraceError> {
+    /// The trace `id`; with `only`, just when key `only` made it.
+    pub async fn get(
+        &self,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<Option<serde_json::Value>, TraceError> {
         let queued = lock(&self.pending).get(id).cloned();
         let body: Option<String> = match queued {
-            Some(b) => Some(b.to_string()),
+            Some((b, key)) => (only.is_none() || only == key.as_deref()).then(|| b.to_string()),
             None => {
-                let id = id.to_string();
+                let (id, only) = (id.to_string(), only.map(str::to_string));
                 self.blocking(move |conn| {
-                    conn.query_row("SELECT body FROM traces WHERE id = ?1", params![id], |r| {
-                        r.get(0)
-                    })
+                    conn.query_row(
+                        "SELECT body FROM traces WHERE id = ?1 AND (?2 IS NULL OR key = ?2)",
+                        params![id, only],
+                        |r| r.get(0),
+                    )
                     .optional()
                 })
                 .await?
             }
         };
         Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    /// The cost of the traces `key` made from `since` (unix seconds, a whole hour) on, as
+    /// committed: for loading budgets at startup, before any request.
+    pub fn key_cost_since(&self, key: &str, since: i64) -> Result<f64, TraceError> {
+        lock(&self.conn)
+            .query_row(
+                "SELECT TOTAL(cost_usd) FROM spend WHERE key = ?1 AND hour >= ?2",
+                params![key, since],
+                |r| r.get(0),
+            )
+            .map_err(|e| TraceError(e.to_string()))
     }
 
     /// Run `f` on the connection off the async threads.
@@ -201,7 +267,7 @@ fn writer(mut rx: mpsc::Receiver<Msg>, conn: &Mutex<Connection>, pending: &Pendi
             }
             let mut p = lock(pending);
             for r in &rows {
-                if p.get(&r.id).is_some_and(|b| Arc::ptr_eq(b, &r.body)) {
+                if p.get(&r.id).is_some_and(|(b, _)| Arc::ptr_eq(b, &r.body)) {
                     p.remove(&r.id);
                 }
             }
@@ -233,10 +299,65 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         }
         t.execute_batch("CREATE INDEX IF NOT EXISTS traces_created ON traces (created, id)")?;
     }
+    if version < 2 {
+        t.execute_batch(
+            "CREATE TABLE IF NOT EXISTS spend (
+                hour INTEGER NOT NULL, key TEXT NOT NULL, model TEXT NOT NULL,
+                requests INTEGER NOT NULL, calls INTEGER NOT NULL,
+                input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                PRIMARY KEY (hour, key, model));
+             DELETE FROM spend;
+             INSERT INTO spend
+             SELECT CAST(t.created / 3600 AS INTEGER) * 3600, COALESCE(t.key, ''),
+                    COALESCE(json_extract(s.value, '$.model'), ''),
+                    COUNT(DISTINCT t.id), COUNT(*),
+                    CAST(TOTAL(json_extract(s.value, '$.input_tokens')) AS INTEGER),
+                    CAST(TOTAL(json_extract(s.value, '$.output_tokens')) AS INTEGER),
+                    TOTAL(json_extract(s.value, '$.cost_usd'))
+             FROM traces t, json_each(t.body, '$.steps') s
+             WHERE json_valid(t.body)
+             GROUP BY 1, 2, 3",
+        )?;
+    }
     if version < SCHEMA_VERSION {
         t.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     t.commit()
+}
+
+/// Add `sign` × `usage` (one trace's) to the spend table's row for its hour and key.
+fn add_usage(
+    t: &rusqlite::Transaction<'_>,
+    created: f64,
+    key: Option<&str>,
+    usage: &[Usage],
+    sign: i64,
+) -> rusqlite::Result<()> {
+    let mut upsert = t.prepare_cached(
+        "INSERT INTO spend (hour, key, model, requests, calls, input_tokens, output_tokens, cost_usd)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (hour, key, model) DO UPDATE SET
+            requests = requests + excluded.requests, calls = calls + excluded.calls,
+            input_tokens = input_tokens + excluded.input_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            cost_usd = cost_usd + excluded.cost_usd",
+    )?;
+    let hour = (created / 3600.0).floor() as i64 * 3600;
+    let n = |v: u64| sign * i64::try_from(v).unwrap_or(i64::MAX);
+    for u in usage {
+        upsert.execute(params![
+            hour,
+            key.unwrap_or(""),
+            u.model,
+            sign,
+            n(u.calls),
+            n(u.input_tokens),
+            n(u.output_tokens),
+            sign as f64 * u.cost_usd
+        ])?;
+    }
+    Ok(())
 }
 
 fn commit(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
@@ -246,7 +367,16 @@ fn commit(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
             "INSERT OR REPLACE INTO traces (id, created, model, body, key, latency_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
+        let mut old = t.prepare_cached("SELECT created, key, body FROM traces WHERE id = ?1")?;
         for r in rows {
+            let replaced: Option<(f64, Option<String>, String)> = old
+                .query_row(params![r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
+                .optional()?;
+            if let Some((created, key, body)) = replaced {
+                let body = serde_json::from_str(&body).unwrap_or_default();
+                add_usage(&t, created, key.as_deref(), &usage(&body), -1)?;
+            }
+            add_usage(&t, r.created, r.meta.key.as_deref(), &r.usage, 1)?;
             insert.execute(params![
                 r.id,
                 r.created,
@@ -282,7 +412,7 @@ mod tests {
                 .unwrap();
             // Readable straight after `put`, whether or not the writer has got to it.
             assert_eq!(
-                store.get(&format!("id-{i}")).await.unwrap(),
+                store.get(&format!("id-{i}"), None).await.unwrap(),
                 Some(json!({"i": i}))
             );
         }
@@ -299,13 +429,13 @@ mod tests {
         // Everything reached the database: a fresh store on the same file reads it.
         let reopened = TraceStore::open(Some(&path)).unwrap();
         assert_eq!(
-            reopened.get("id-999").await.unwrap(),
+            reopened.get("id-999", None).await.unwrap(),
             Some(json!({"i": 999}))
         );
         assert_eq!(
-            reopened.get("id-7").await.unwrap(),
+            reopened.get("id-7", None).await.unwrap(),
             Some(json!({"i": "again"}))
         );
-        assert_eq!(reopened.get("id-1000").await.unwrap(), None);
+        assert_eq!(reopened.get("id-1000", None).await.unwrap(), None);
     }
 }

@@ -114,7 +114,9 @@ fn code(status: u16, body: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn listing_and_spend_record_the_key_name_and_need_a_key() {
-    let keys = Keys::from_plain(&[("alice", "sk-alice-secret"), ("bob", "sk-bob-secret")]);
+    // alice is an admin key: she sees every key's spend, bob only his own.
+    let keys = Keys::from_plain(&[("alice", "sk-alice-secret"), ("bob", "sk-bob-secret")])
+        .with_admins(&["alice"]);
     let g = gateway(keys);
     let mut ids = Vec::new();
     for (key, model) in [
@@ -139,8 +141,9 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
         );
     }
 
-    // Newest first, with key name, latency, policy, answer, cost and the escalation.
-    let (status, _, body) = send(&g, "GET", "/v1/traces", Some("sk-bob-secret"), None).await;
+    // Newest first, with key name, latency, policy, answer, cost and the escalation (as
+    // the admin key sees them: every key's).
+    let (status, _, body) = send(&g, "GET", "/v1/traces", Some("sk-alice-secret"), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("sk-alice-secret") && !body.contains("sk-bob-secret"));
     let list = json(&body);
@@ -163,8 +166,32 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
     assert_eq!(list["data"][1]["key"], "bob");
     assert_eq!(list["data"][1]["policy"], "pass-through");
 
+    // Any other key sees only its own traces, and no other key's by id.
+    let (_, _, body) = send(&g, "GET", "/v1/traces", Some("sk-bob-secret"), None).await;
+    let own: Vec<Value> = json(&body)["data"].as_array().unwrap().clone();
+    assert_eq!(own.len(), 1, "{body}");
+    assert_eq!(
+        (&own[0]["id"], &own[0]["key"]),
+        (&json!(ids[1]), &json!("bob"))
+    );
+    let path = format!("/v1/traces/{}", ids[0]);
+    let (status, _, body) = send(&g, "GET", &path, Some("sk-bob-secret"), None).await;
+    assert_eq!(code(status, &body), (404, "trace_not_found".into()));
+    let (status, _, _) = send(&g, "GET", &path, Some("sk-alice-secret"), None).await;
+    assert_eq!(status, 200);
+    let path = format!("/v1/traces?before={}", ids[2]);
+    let (status, _, body) = send(&g, "GET", &path, Some("sk-bob-secret"), None).await;
+    assert_eq!(code(status, &body), (400, "invalid_cursor".into()));
+
     // Paging: one at a time, following `next`.
-    let (_, _, body) = send(&g, "GET", "/v1/traces?limit=1", Some("sk-bob-secret"), None).await;
+    let (_, _, body) = send(
+        &g,
+        "GET",
+        "/v1/traces?limit=1",
+        Some("sk-alice-secret"),
+        None,
+    )
+    .await;
     let page = json(&body);
     assert_eq!(
         (page["has_more"].clone(), page["next"].clone()),
@@ -174,7 +201,7 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
         &g,
         "GET",
         &format!("/v1/traces?limit=2&before={}", ids[2]),
-        Some("sk-bob-secret"),
+        Some("sk-alice-secret"),
         None,
     )
     .await;
@@ -243,6 +270,23 @@ async fn listing_and_spend_record_the_key_name_and_need_a_key() {
         (total - listed_total).abs() < 1e-9,
         "{total} != {listed_total}"
     );
+    let (_, _, body) = send(
+        &g,
+        "GET",
+        "/v1/spend?bucket=hour&buckets=2",
+        Some("sk-bob-secret"),
+        None,
+    )
+    .await;
+    let own = json(&body);
+    assert_eq!(own["scope"], "own");
+    let keys: Vec<&Value> = own["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["key"])
+        .collect();
+    assert_eq!(keys, [&json!("bob")], "{own}");
 
     // The JSON needs a key; the page does not, and carries a strict CSP.
     for path in ["/v1/traces", "/v1/spend", "/v1/traces?limit=1"] {

@@ -21,38 +21,52 @@ pub struct Page {
 }
 
 impl TraceStore {
-    /// Up to `limit` traces, newest first, older than the trace `before` when given.
-    /// `Ok(None)` when `before` names no stored trace.
+    /// Up to `limit` traces, newest first, older than the trace `before` when given, of
+    /// key `only` when given. `Ok(None)` when `before` names no such trace.
     pub async fn list(
         &self,
         limit: usize,
         before: Option<&str>,
+        only: Option<&str>,
     ) -> Result<Option<Page>, TraceError> {
         self.flush().await?;
         let before = before.map(str::to_string);
-        self.blocking(move |conn| list(conn, limit, before.as_deref()))
+        let only = only.map(str::to_string);
+        self.blocking(move |conn| list(conn, limit, before.as_deref(), only.as_deref()))
             .await
     }
 
     /// Cost, tokens, calls and requests per (bucket start, key, model) for the traces
-    /// created at or after `since` (unix seconds), in buckets of `bucket_s` seconds (UTC).
-    /// Model is each step's pool model, so one routed request counts towards every model it
-    /// called; cost is what each call was priced at when it ran.
-    pub async fn spend(&self, since: i64, bucket_s: i64) -> Result<Vec<Value>, TraceError> {
+    /// created at or after `since` (unix seconds, a whole hour), in buckets of `bucket_s`
+    /// seconds (a multiple of an hour; UTC), of key `only` when given. Model is each step's
+    /// pool model, so one routed request counts towards every model it called; cost is
+    /// what each call was priced at when it ran. Read from the hourly `spend` table.
+    pub async fn spend(
+        &self,
+        since: i64,
+        bucket_s: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<Value>, TraceError> {
         self.flush().await?;
-        self.blocking(move |conn| spend(conn, since, bucket_s))
+        let only = only.map(str::to_string);
+        self.blocking(move |conn| spend(conn, since, bucket_s, only.as_deref()))
             .await
     }
 }
 
-fn list(conn: &Connection, limit: usize, before: Option<&str>) -> rusqlite::Result<Option<Page>> {
+fn list(
+    conn: &Connection,
+    limit: usize,
+    before: Option<&str>,
+    only: Option<&str>,
+) -> rusqlite::Result<Option<Page>> {
     // Ties on `created` are broken by id, so the cursor is a total order.
     let (created, id) = match before {
         Some(id) => {
             let created: Option<f64> = conn
                 .query_row(
-                    "SELECT created FROM traces WHERE id = ?1",
-                    params![id],
+                    "SELECT created FROM traces WHERE id = ?1 AND (?2 IS NULL OR key = ?2)",
+                    params![id, only],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -65,11 +79,11 @@ fn list(conn: &Connection, limit: usize, before: Option<&str>) -> rusqlite::Resu
     };
     let mut stmt = conn.prepare_cached(
         "SELECT id, created, model, key, latency_ms, body FROM traces
-         WHERE created < ?1 OR (created = ?1 AND id < ?2)
+         WHERE (created < ?1 OR (created = ?1 AND id < ?2)) AND (?4 IS NULL OR key = ?4)
          ORDER BY created DESC, id DESC LIMIT ?3",
     )?;
     let mut data = stmt
-        .query_map(params![created, id, limit as i64 + 1], |r| {
+        .query_map(params![created, id, limit as i64 + 1, only], |r| {
             let body: String = r.get(5)?;
             Ok(summary(
                 r.get(0)?,
@@ -136,27 +150,30 @@ fn summary(
     })
 }
 
-fn spend(conn: &Connection, since: i64, bucket_s: i64) -> rusqlite::Result<Vec<Value>> {
+fn spend(
+    conn: &Connection,
+    since: i64,
+    bucket_s: i64,
+    only: Option<&str>,
+) -> rusqlite::Result<Vec<Value>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT CAST(t.created / ?2 AS INTEGER) * ?2 AS start, t.key,
-                COALESCE(json_extract(s.value, '$.model'), '') AS m,
-                COUNT(DISTINCT t.id), COUNT(*),
-                TOTAL(json_extract(s.value, '$.input_tokens')),
-                TOTAL(json_extract(s.value, '$.output_tokens')),
-                TOTAL(json_extract(s.value, '$.cost_usd'))
-         FROM traces t, json_each(t.body, '$.steps') s
-         WHERE t.created >= ?1 AND json_valid(t.body)
-         GROUP BY start, t.key, m ORDER BY start, t.key, m",
+        "SELECT (hour / ?2) * ?2 AS start, key, model,
+                SUM(requests), SUM(calls), SUM(input_tokens), SUM(output_tokens), TOTAL(cost_usd)
+         FROM spend
+         WHERE hour >= ?1 AND (?3 IS NULL OR key = ?3)
+         GROUP BY start, key, model HAVING SUM(calls) > 0
+         ORDER BY start, key, model",
     )?;
-    let rows = stmt.query_map(params![since as f64, bucket_s], |r| {
+    let rows = stmt.query_map(params![since, bucket_s.max(3600), only], |r| {
+        let key: String = r.get(1)?;
         Ok(json!({
             "start": r.get::<_, i64>(0)?,
-            "key": r.get::<_, Option<String>>(1)?,
+            "key": (!key.is_empty()).then_some(key),
             "model": r.get::<_, String>(2)?,
             "requests": r.get::<_, i64>(3)?,
             "calls": r.get::<_, i64>(4)?,
-            "input_tokens": r.get::<_, f64>(5)? as u64,
-            "output_tokens": r.get::<_, f64>(6)? as u64,
+            "input_tokens": r.get::<_, i64>(5)?.max(0),
+            "output_tokens": r.get::<_, i64>(6)?.max(0),
             "cost_usd": r.get::<_, f64>(7)?,
         }))
     })?;
@@ -198,7 +215,7 @@ mod tests {
             // Distinct creation times, in order.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let page = store.list(2, None).await.unwrap().unwrap();
+        let page = store.list(2, None, None).await.unwrap().unwrap();
         let ids: Vec<&str> = page
             .data
             .iter()
@@ -220,18 +237,29 @@ mod tests {
             (&t4["policy"], &t4["status"], &t4["models"]),
             (&json!("fixed:a"), &json!("ok"), &json!(["a"]))
         );
-        let page = store.list(2, Some("t3")).await.unwrap().unwrap();
+        let page = store.list(2, Some("t3"), None).await.unwrap().unwrap();
         let ids: Vec<&str> = page
             .data
             .iter()
             .map(|v| v["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["t2", "t1"]);
-        let last = store.list(2, Some("t1")).await.unwrap().unwrap();
+        let last = store.list(2, Some("t1"), None).await.unwrap().unwrap();
         assert_eq!((last.data.len(), last.next), (1, None));
-        assert!(store.list(2, Some("nope")).await.unwrap().is_none());
+        assert!(store.list(2, Some("nope"), None).await.unwrap().is_none());
+        // One key's view: its own traces only, and no cursor into another key's.
+        let own = store.list(10, None, Some("alice")).await.unwrap().unwrap();
+        let ids: Vec<&str> = own.data.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["t4", "t2", "t0"]);
+        assert!(store
+            .list(10, Some("t3"), Some("alice"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.get("t3", Some("alice")).await.unwrap().is_none());
+        assert!(store.get("t4", Some("alice")).await.unwrap().is_some());
 
-        let rows = store.spend(0, 86_400).await.unwrap();
+        let rows = store.spend(0, 86_400, None).await.unwrap();
         let per_key: Vec<(Value, Value, Value)> = rows
             .iter()
             .map(|r| {
@@ -250,7 +278,32 @@ mod tests {
             ]
         );
         assert_eq!(rows[1]["input_tokens"], 9);
-        assert!(store.spend(i64::MAX / 2, 3600).await.unwrap().is_empty());
+        assert!(store
+            .spend(i64::MAX / 2, 3600, None)
+            .await
+            .unwrap()
+            .is_empty());
+        let alice = store.spend(0, 3600, Some("alice")).await.unwrap();
+        assert!(
+            !alice.is_empty() && alice.iter().all(|r| r["key"] == "alice"),
+            "{alice:?}"
+        );
+        // Replacing a trace replaces its usage.
+        let meta = TraceMeta {
+            key: Some("alice".into()),
+            latency_ms: None,
+        };
+        store
+            .put("t0", "r2reasoner", &trace("a", 0.25, &[]), meta)
+            .await
+            .unwrap();
+        let rows = store.spend(0, 86_400, Some("alice")).await.unwrap();
+        assert_eq!(
+            (&rows[0]["requests"], &rows[0]["cost_usd"]),
+            (&json!(3), &json!(1.25))
+        );
+        let start = rows[0]["start"].as_i64().unwrap();
+        assert_eq!(store.key_cost_since("alice", start).unwrap(), 1.25);
     }
 
     #[test]
@@ -275,8 +328,11 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let store = TraceStore::open(Some(&path)).unwrap();
-            assert_eq!(store.get("old").await.unwrap().unwrap()["answer"], "42");
-            let page = store.list(10, None).await.unwrap().unwrap();
+            assert_eq!(
+                store.get("old", None).await.unwrap().unwrap()["answer"],
+                "42"
+            );
+            let page = store.list(10, None, None).await.unwrap().unwrap();
             assert_eq!(
                 (&page.data[0]["key"], &page.data[0]["latency_ms"]),
                 (&Value::Null, &Value::Null)
@@ -289,14 +345,19 @@ mod tests {
                 .put("new", "m", &trace("b", 1.0, &[]), meta)
                 .await
                 .unwrap();
-            let rows = store.spend(0, 3600).await.unwrap();
+            let rows = store.spend(0, 3600, None).await.unwrap();
             assert_eq!(rows.len(), 2, "{rows:?}");
+            // The old trace's usage was filled in when the store was migrated.
+            assert_eq!(
+                (&rows[0]["start"], &rows[0]["key"], &rows[0]["cost_usd"]),
+                (&json!(0), &Value::Null, &json!(0.25))
+            );
         });
         let c = Connection::open(&path).unwrap();
         let version: i64 = c
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
         // Opening again is a no-op.
         drop(c);
         drop(TraceStore::open(Some(&path)).unwrap());

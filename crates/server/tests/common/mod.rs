@@ -71,7 +71,7 @@ pub fn gateway_with(server: &str, keys: Keys, slow: Arc<dyn Backend>) -> Gateway
 pub fn try_gateway_parsed(
     cfg: PoolConfig,
     parser: &r2_server::PolicyParser,
-) -> Result<Gateway, r2_server::PolicyLoadError> {
+) -> Result<Gateway, r2_server::StartError> {
     let seen: Arc<Mutex<Vec<GenRequest>>> = Arc::default();
     let s = seen.clone();
     let a: Arc<dyn Backend> = ScriptedBackend::new(move |r| {
