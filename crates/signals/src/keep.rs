@@ -9,13 +9,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Logistic, SignalsError};
 
-/// The greedy program check of a maths answer.
+/// Sampled programs written when the greedy one does not confirm an answer (as `+retry:2`).
+pub const RETRIES: usize = 2;
+
+/// The program check of a maths answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProgramOutcome {
-    /// The program's value equals the answer's.
+    /// The greedy program's value equals the answer's.
     pub confirms: bool,
     /// ... and depends on every number the question writes (`+program:all`).
     pub uses_all: bool,
+    /// The greedy program did not confirm the answer and one of up to [`RETRIES`] sampled
+    /// programs did.
+    pub sampled_confirms: bool,
 }
 
 /// What the keep decision reads off one answer.
@@ -40,12 +46,18 @@ pub enum KeepFeature {
     Program,
     /// 1 when it confirms it using every number of the question.
     ProgramUsesAll,
+    /// 1 when the greedy program or, after it did not, one of up to [`RETRIES`] sampled
+    /// programs confirms the answer.
+    Confirmed,
 }
 
 impl KeepFeature {
     /// Whether reading this feature needs the program call.
     pub fn needs_program(self) -> bool {
-        matches!(self, KeepFeature::Program | KeepFeature::ProgramUsesAll)
+        matches!(
+            self,
+            KeepFeature::Program | KeepFeature::ProgramUsesAll | KeepFeature::Confirmed
+        )
     }
 
     fn value(self, o: &Observed) -> Result<f64, SignalsError> {
@@ -59,6 +71,9 @@ impl KeepFeature {
             KeepFeature::Program => f64::from(u8::from(program.confirms)),
             KeepFeature::ProgramUsesAll => {
                 f64::from(u8::from(program.confirms && program.uses_all))
+            }
+            KeepFeature::Confirmed => {
+                f64::from(u8::from(program.confirms || program.sampled_confirms))
             }
         })
     }
@@ -84,6 +99,11 @@ impl KeepModel {
     /// Whether the decision needs the answer's program written.
     pub fn needs_program(&self) -> bool {
         self.features.iter().any(|f| f.needs_program())
+    }
+
+    /// Whether it needs sampled programs when the greedy one does not confirm the answer.
+    pub fn needs_retries(&self) -> bool {
+        self.features.contains(&KeepFeature::Confirmed)
     }
 
     /// P(the answer is right).
@@ -144,6 +164,7 @@ mod tests {
             program: Some(ProgramOutcome {
                 confirms,
                 uses_all: true,
+                sampled_confirms: false,
             }),
         }
     }

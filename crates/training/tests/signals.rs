@@ -250,6 +250,7 @@ fn the_keep_decision_learns_the_one_signal_that_carries_correctness() {
         program: Some(r2_signals::ProgramOutcome {
             confirms,
             uses_all: false,
+            sampled_confirms: false,
         }),
     };
     for conf in [0.5, 0.7, 0.9] {

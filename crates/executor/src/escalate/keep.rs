@@ -1,6 +1,7 @@
 //! `+keep[@b]`: one fitted decision keeps or escalates an answer. It reads the answer's
 //! token probabilities and, when the decision was fitted with them, the greedy program's
-//! outcome (one call; none for an answer that is no plain number), and keeps the answer
+//! outcome (one call; none for an answer that is no plain number) and, when that program
+//! does not confirm the answer, up to 2 sampled ones until one does, and keeps the answer
 //! when P(right) ≥ b. An answer it has no decision for (another model or task family), or
 //! cannot score (a backend without token probabilities), escalates.
 
@@ -35,7 +36,7 @@ impl KeepCheck {
             )));
         };
         let program = if decision.needs_program() && is_plain_number(&under.answer) {
-            Some(program::outcome(exec, under, traces).await?)
+            Some(program::outcome(exec, under, decision.needs_retries(), traces).await?)
         } else {
             None
         };

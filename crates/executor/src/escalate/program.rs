@@ -98,22 +98,40 @@ pub(super) async fn written(
     })
 }
 
-/// The greedy program's outcome as the keep decision reads it: whether it computes the
-/// answer, and whether it uses every number of the question.
+/// The program check as the keep decision reads it: whether the greedy program computes the
+/// answer and uses every number of the question; with `retries`, when it does not, whether
+/// one of up to [`r2_signals::keep::RETRIES`] sampled programs (seeded as `+retry`'s)
+/// computes it.
 pub(super) async fn outcome(
     exec: &Executor<'_>,
     under: &UnderCheck<'_>,
+    retries: bool,
     traces: &mut Vec<StepTrace>,
 ) -> Result<ProgramOutcome, ExecError> {
     let sampling = under.asked.request.sampling;
     let computed = written(exec, under, &under.id("program"), sampling, traces).await?;
-    Ok(match computed {
+    let mut outcome = match computed {
         Ok(c) if same_value(&under.answer, c.value) => ProgramOutcome {
             confirms: true,
             uses_all: unused_quantities(under.asked.question, &c.inputs).is_empty(),
+            sampled_confirms: false,
         },
         _ => ProgramOutcome::default(),
-    })
+    };
+    if retries && !outcome.confirms {
+        for k in 1..=r2_signals::keep::RETRIES {
+            let sampling = under.sampling(r2_allocator::Escalation::TEMPERATURE, k);
+            let id = under.id(&format!("retry{k}"));
+            if written(exec, under, &id, sampling, traces)
+                .await?
+                .is_ok_and(|c| same_value(&under.answer, c.value))
+            {
+                outcome.sampled_confirms = true;
+                break;
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 /// `+retry:K[@T]`: after the program check left the answer unconfirmed, up to K programs

@@ -1,6 +1,7 @@
 //! Fitting the keep decision `+keep` applies ([`r2_signals::KeepModel`]): one logistic
 //! regression over the signals the executor reads at run time (the answer's token
-//! probabilities and, for maths, its greedy program), and the cheapest pair of thresholds —
+//! probabilities and, for maths, its greedy program and, when that does not confirm the
+//! answer, up to 2 sampled ones), and the cheapest pair of thresholds —
 //! try the small model when the router's route head predicts it right with probability ≥
 //! *a* (`learned+keep`; *a* = 0 tries it on every question), keep its answer when P(right)
 //! ≥ *b* — that keeps accuracy within a tolerance of direct on the largest model under one
@@ -33,6 +34,7 @@ pub fn observed(r: &SignalRecord) -> Observed {
             .map(|p| ProgramOutcome {
                 confirms: p.greedy,
                 uses_all: p.greedy_uses_all,
+                sampled_confirms: !p.greedy && p.sampled_confirming > 0,
             }),
     }
 }
@@ -92,6 +94,7 @@ pub fn fit_keep(
             KeepFeature::LeastConfidence,
             KeepFeature::Program,
             KeepFeature::ProgramUsesAll,
+            KeepFeature::Confirmed,
         ]
     } else {
         vec![KeepFeature::Confidence, KeepFeature::LeastConfidence]
@@ -114,7 +117,11 @@ pub fn fit_keep(
             small_correct: r.correct,
             large_correct: g.correct,
             small_cost: cost(&s.usage),
-            signal_cost: r.usage.get("program").map_or(0.0, cost),
+            signal_cost: ["program", "retry"]
+                .iter()
+                .filter_map(|k| r.usage.get(*k))
+                .map(cost)
+                .sum(),
             large_cost: cost(&g.usage),
         });
     }

@@ -31,8 +31,8 @@ pub mod report;
 
 /// Sampled answers compared with the kept one (`+agree:2`).
 pub const SAMPLES: usize = 2;
-/// Sampled programs after the greedy one (`+retry:2`).
-pub const RETRIES: usize = 2;
+/// Sampled programs after the greedy one (`+retry:2`), as `+keep` writes them.
+pub use r2_signals::keep::RETRIES;
 
 /// The judge's question, after the question and the solution under check.
 pub const JUDGE_QUESTION: &str = "Check the student's solution step by step. Is the student's final answer correct? Reply with one word: Yes or No.";
@@ -147,11 +147,11 @@ pub fn verdict(call: &PoolCall) -> JudgeSignal {
 /// Which signals [`collect`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checks {
-    /// What the `+keep` decision reads: token probabilities and the greedy program (one call
-    /// after the answer).
+    /// What the `+keep` decision reads: token probabilities, the greedy program and, when
+    /// it does not confirm the answer, up to [`RETRIES`] sampled programs until one does
+    /// (as `+retry:2`).
     Keep,
-    /// Also [`RETRIES`] sampled programs, [`SAMPLES`] sampled answers and the next model's
-    /// verdict (five more calls).
+    /// Also every sampled program, [`SAMPLES`] sampled answers and the next model's verdict.
     All,
 }
 
@@ -165,10 +165,6 @@ pub async fn collect(
     model: usize,
     checks: Checks,
 ) -> Result<Option<SignalRecord>, TrainingError> {
-    let retries = match checks {
-        Checks::Keep => 0,
-        Checks::All => RETRIES,
-    };
     let id = pool.id(model).to_string();
     let Some(correct) = label.direct_correct(&id) else {
         return Ok(None);
@@ -205,7 +201,7 @@ pub async fn collect(
             sampled: 0,
         };
         if plain {
-            for k in 0..=retries {
+            for k in 0..=RETRIES {
                 let mut asked = direct.clone();
                 asked.messages = prompts::program(question);
                 if k > 0 {
@@ -237,6 +233,9 @@ pub async fn collect(
                 } else {
                     signal.sampled += 1;
                     signal.sampled_confirming += u32::from(confirms);
+                }
+                if checks == Checks::Keep && confirms {
+                    break;
                 }
             }
         }
@@ -367,6 +366,14 @@ fn confidence(r: &SignalRecord) -> Vec<f64> {
     vec![r.confidence.unwrap_or(0.0), r.min_confidence.unwrap_or(0.0)]
 }
 
+/// Whether a program confirmed the answer: the greedy one, or (as `+retry`) a sampled one
+/// written after it did not.
+fn confirmed(r: &SignalRecord) -> f64 {
+    r.program.as_ref().map_or(0.0, |p| {
+        f64::from(u8::from(p.greedy || p.sampled_confirming > 0))
+    })
+}
+
 /// The program check as numbers: greedy confirms, greedy uses every quantity, share of the
 /// sampled programs that confirm (all 0 outside maths or for an answer no program can confirm).
 fn program(r: &SignalRecord) -> Vec<f64> {
@@ -410,9 +417,7 @@ impl SignalSet {
             features: Box::new(features),
             costs: costs.to_vec(),
             for_decision,
-            all_checks: costs
-                .iter()
-                .any(|c| ["retry", "agree", "judge"].contains(c)),
+            all_checks: costs.iter().any(|c| ["agree", "judge"].contains(c)),
         }
     }
 }
@@ -439,17 +444,32 @@ pub fn after_sets(has_program: bool, has_judge: bool) -> Vec<SignalSet> {
             false,
             |r| program(r)[..2].to_vec(),
         ));
-        sets.push(SignalSet::new(
+        let mut every_program = SignalSet::new(
             format!("program + {RETRIES} sampled"),
             &["program", "retry"],
             false,
             program,
-        ));
+        );
+        // The share of sampled programs that confirm: only where every one was written.
+        every_program.all_checks = true;
+        sets.push(every_program);
         sets.push(SignalSet::new(
             "confidence + program",
             &["program"],
             true,
             |r| [confidence(r), program(r)[..2].to_vec()].concat(),
+        ));
+        sets.push(SignalSet::new(
+            format!("program or up to {RETRIES} sampled"),
+            &["program", "retry"],
+            false,
+            |r| vec![confirmed(r)],
+        ));
+        sets.push(SignalSet::new(
+            format!("confidence + program + up to {RETRIES} sampled"),
+            &["program", "retry"],
+            true,
+            |r| [confidence(r), program(r)[..2].to_vec(), vec![confirmed(r)]].concat(),
         ));
     }
     sets.push(SignalSet::new(
