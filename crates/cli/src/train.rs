@@ -253,16 +253,16 @@ async fn signals(config_path: Option<&Path>, args: SignalsArgs) -> Result<()> {
         );
         if let Some(router) = &args.router {
             let before = route_head_scores(&session, router, &labels.questions, m)?;
-            let fit = sig::fit::fit_keep(
-                &labels.questions,
-                &records,
-                &ids[m],
-                &ids[largest],
-                &session.pool.config,
-                &session.pool.config.price_profile,
-                args.tolerance,
-                Some(&before),
-            )
+            let fit = sig::fit::fit_keep(&sig::fit::FitInputs {
+                labels: &labels.questions,
+                signals: &records,
+                small: &ids[m],
+                large: &ids[largest],
+                pool: &session.pool.config,
+                profile: &session.pool.config.price_profile,
+                tolerance: args.tolerance,
+                before: Some(&before),
+            })
             .map_err(train_error)?;
             println!("{}", sig::fit::render_fit(&ids[m], &ids[largest], &fit));
             fits.push(fit);

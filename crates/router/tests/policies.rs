@@ -137,12 +137,21 @@ fn the_shipped_router_belongs_to_the_embedded_pool() {
     let default = PoolConfig::embedded().policy_or_default();
     let policy = r2_router::parse_policy(&default, &pool, &env).unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        policy.name().starts_with("learned:shipped@") && policy.name().ends_with("+program"),
+        policy.name().starts_with("learned:shipped@") && policy.name().ends_with("+keep"),
         "{}",
         policy.name()
     );
+    // Its keep decisions cover the 0.5b's maths answers under both price profiles.
     let e = policy.escalation().unwrap();
-    assert!(e.program && e.samples == 0, "{e:?}");
+    let keep = e.keep.expect("+keep");
+    assert!(keep
+        .set
+        .for_answer("qwen2.5-coder-0.5b", TaskFamily::Math)
+        .is_some());
+    let (net, _) = env.load_router(r2_router::SHIPPED_NAME, &pool).unwrap();
+    for profile in ["api", "compute"] {
+        assert!(net.manifest.keep_for(profile).is_ok(), "{profile}");
+    }
     let plain = r2_router::parse_policy("learned", &pool, &env).unwrap();
     assert!(plain.escalation().is_none());
     // With self-consistency escalation: the same router, the suffix kept in its name.

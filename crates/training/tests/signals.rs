@@ -13,7 +13,7 @@ use r2_pool::{
     Backend, BackendError, FinishReason, GenRequest, GenResponse, Pool, PoolConfig, Sampling,
 };
 use r2_training::labels::{QuestionLabel, RouteLabel, TriedRoute};
-use r2_training::signals::fit::fit_keep;
+use r2_training::signals::fit::{fit_keep, FitInputs};
 use r2_training::signals::{collect, Checks, ProgramSignal, SignalRecord, JUDGE_QUESTION};
 
 /// Answers 42 greedily (and on the seed-2 sample, 41 on seed 1), writes a program that
@@ -217,16 +217,16 @@ fn program_carries_it(pool: &Pool, n: usize) -> (Vec<QuestionLabel>, Vec<SignalR
 fn the_keep_decision_learns_the_one_signal_that_carries_correctness() {
     let pool = pool();
     let (labels, records) = program_carries_it(&pool, 60);
-    let fit = fit_keep(
-        &labels,
-        &records,
-        pool.id(1),
-        pool.id(2),
-        &pool.config,
-        "compute",
-        0.0,
-        None,
-    )
+    let fit = fit_keep(&FitInputs {
+        labels: &labels,
+        signals: &records,
+        small: pool.id(1),
+        large: pool.id(2),
+        pool: &pool.config,
+        profile: "compute",
+        tolerance: 0.0,
+        before: None,
+    })
     .unwrap();
     // It keeps every right answer and nothing else: the 1.5b's accuracy, at the cost of
     // the 0.5b's answer and program plus a third of the 1.5b's answers.
@@ -259,15 +259,15 @@ fn the_keep_decision_learns_the_one_signal_that_carries_correctness() {
     }
     // Too few questions, or none right: an error, not a panic.
     let (labels, records) = program_carries_it(&pool, 3);
-    assert!(fit_keep(
-        &labels,
-        &records,
-        pool.id(1),
-        pool.id(2),
-        &pool.config,
-        "api",
-        0.0,
-        None
-    )
+    assert!(fit_keep(&FitInputs {
+        labels: &labels,
+        signals: &records,
+        small: pool.id(1),
+        large: pool.id(2),
+        pool: &pool.config,
+        profile: "api",
+        tolerance: 0.0,
+        before: None,
+    })
     .is_err());
 }

@@ -64,6 +64,13 @@ pub fn cascade(cases: &[CascadeCase], try_at: f64, keep_at: f64) -> CascadePoint
     }
 }
 
+/// Direct on the large model's accuracy over `cases`, less `tolerance`: the target a
+/// decision on them must meet.
+pub fn target_of(cases: &[CascadeCase], tolerance: f64) -> f64 {
+    let right = cases.iter().filter(|c| c.large_correct).count();
+    right as f64 / cases.len().max(1) as f64 - tolerance
+}
+
 /// The cheapest pair of thresholds (on a 0.05 grid; "never try" included) whose accuracy is
 /// at least `min_accuracy`.
 pub fn cheapest_cascade(cases: &[CascadeCase], min_accuracy: f64) -> Option<CascadePoint> {
@@ -209,7 +216,11 @@ pub fn decide(
                 cases.iter().skip(h).step_by(2).cloned().collect()
             };
             let (a, b) = (half(0), half(1));
-            let held_out = match (cheapest_cascade(&a, target), cheapest_cascade(&b, target)) {
+            // Each half is held to its own direct-on-the-large-model accuracy.
+            let held_out = match (
+                cheapest_cascade(&a, target_of(&a, tolerance)),
+                cheapest_cascade(&b, target_of(&b, tolerance)),
+            ) {
                 (Some(pa), Some(pb)) => {
                     let on_b = cascade(&b, pa.try_at, pa.keep_at);
                     let on_a = cascade(&a, pb.try_at, pb.keep_at);

@@ -17,7 +17,7 @@ use r2_pool::PoolConfig;
 use r2_signals::{out_of_fold, KeepFeature, KeepModel, Logistic, Observed, ProgramOutcome};
 use serde::Serialize;
 
-use super::decision::{cascade, CascadeCase, CascadePoint};
+use super::decision::{cascade, target_of, CascadeCase, CascadePoint};
 use super::{rows, SignalRecord};
 use crate::labels::QuestionLabel;
 use crate::TrainingError;
@@ -70,19 +70,35 @@ pub fn cheapest_keep(cases: &[CascadeCase], min_accuracy: f64) -> Option<Cascade
         })
 }
 
+/// What a keep decision is fitted on and for.
+pub struct FitInputs<'a> {
+    pub labels: &'a [QuestionLabel],
+    pub signals: &'a [SignalRecord],
+    /// The model whose answers it decides, and the one its doubtful answers go to.
+    pub small: &'a str,
+    pub large: &'a str,
+    pub pool: &'a PoolConfig,
+    /// The price profile its thresholds are the cheapest under.
+    pub profile: &'a str,
+    /// Accuracy it may give up against direct on `large` (0.01 = one point).
+    pub tolerance: f64,
+    /// The route head's P(`small` answers right) per question id; without it (or for a
+    /// question it lacks) the small model is always tried.
+    pub before: Option<&'a BTreeMap<String, f64>>,
+}
+
 /// Fits the keep decision for `small`'s answers (escalating to `large`) under `profile`.
-/// `before` gives the route head's P(`small` answers right) per question id; without it
-/// (or for a question it lacks) the small model is always tried.
-pub fn fit_keep(
-    labels: &[QuestionLabel],
-    signals: &[SignalRecord],
-    small: &str,
-    large: &str,
-    pool: &PoolConfig,
-    profile: &str,
-    tolerance: f64,
-    before: Option<&BTreeMap<String, f64>>,
-) -> Result<KeepFit, TrainingError> {
+pub fn fit_keep(inputs: &FitInputs<'_>) -> Result<KeepFit, TrainingError> {
+    let &FitInputs {
+        labels,
+        signals,
+        small,
+        large,
+        pool,
+        profile,
+        tolerance,
+        before,
+    } = inputs;
     let fail = |why: String| TrainingError::Signals(format!("keep decision for {small}: {why}"));
     let rows: Vec<_> = rows(labels, signals, small)
         .into_iter()
@@ -152,7 +168,11 @@ pub fn fit_keep(
     let half =
         |h: usize| -> Vec<CascadeCase> { cases.iter().skip(h).step_by(2).cloned().collect() };
     let (a, b) = (half(0), half(1));
-    let held_out = match (cheapest_keep(&a, target), cheapest_keep(&b, target)) {
+    // Each half is held to its own direct-on-the-large-model accuracy.
+    let held_out = match (
+        cheapest_keep(&a, target_of(&a, tolerance)),
+        cheapest_keep(&b, target_of(&b, tolerance)),
+    ) {
         (Some(pa), Some(pb)) => {
             let (on_b, on_a) = (
                 cascade(&b, pa.try_at, pa.keep_at),
