@@ -111,7 +111,7 @@ pub struct AskArgs {
     /// up to K sampled programs confirm an answer its greedy program did not; or +keep[@b]
     /// keeps an answer when the router's fitted decision gives it P(right) ≥ b; a failed
     /// check escalates to the next model up. Default: the config's `policy` (the embedded pool's is
-    /// the shipped router with +program: learned+program).
+    /// the shipped router with its keep decision: learned+keep).
     #[arg(long, value_name = "P")]
     pub policy: Option<String>,
     /// Model that writes the plan. Default: the config's `decomposer` (the largest model).
@@ -228,7 +228,7 @@ pub struct BenchArgs {
     /// llm-rated:<m>, learned[:<path>][@t], query-level[:<path>][@t], oracle:<labels>;
     /// any of them followed by +agree[:K[@T]] (self-consistency escalation),
     /// +program[:all] (program-check escalation) and/or +retry[:K[@T]] (program retries),
-    /// or by +keep[@b] (the router's fitted keep decision). Default: the config's `policy` (the embedded pool's is learned+program).
+    /// or by +keep[@b] (the router's fitted keep decision). Default: the config's `policy` (the embedded pool's is learned+keep).
     #[arg(long)]
     pub policy: Vec<String>,
     /// The policy cost reductions are measured against. Default: direct:<largest model>.
