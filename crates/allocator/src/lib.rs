@@ -134,6 +134,12 @@ pub struct Keep {
     pub set: Arc<KeepSet>,
 }
 
+impl Keep {
+    /// The most program calls `+keep` makes for one answer: the greedy program and, when it
+    /// does not confirm the answer, the sampled ones.
+    pub const MAX_PROGRAMS: usize = 1 + r2_signals::keep::RETRIES;
+}
+
 /// The keep decisions a router carries (its manifest's `keep`), fitted by `train signals`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeepSet {

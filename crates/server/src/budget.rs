@@ -23,8 +23,8 @@
 //! request's `max_tokens` (else the executor's limits). A routed run makes at most
 //! `2 × (max_subtasks + 2)` calls (plan, steps, synthesis, and a rating call before each
 //! for policies that ask a model) plus, with check suffixes, per pool model it may climb
-//! through: its answer, one program call each for `+program` and `+keep`, and the
-//! `+retry` programs and `+agree` samples. It follows the executor's call structure (every
+//! through: its answer, one program call for `+program`, up to three for `+keep` (its
+//! greedy and sampled programs), and the `+retry` programs and `+agree` samples. It follows the executor's call structure (every
 //! check call reuses the answer's token limit); a run that spends more than it reserved
 //! still has all of its cost settled.
 
@@ -150,10 +150,15 @@ pub fn routed_worst(
     let subtasks = exec.max_subtasks as u64;
     let input = body_bytes as u64 + INSTRUCTION_TOKENS + plan + subtasks * step + answer;
     let output = plan.max(step).max(answer);
-    // Per model climbed through: its answer, the program (`+program`, and `+keep`'s greedy
-    // program), the sampled programs (`+retry`) and the samples (`+agree`).
+    // Per model climbed through: its answer, the program (`+program`), `+keep`'s programs,
+    // the sampled programs (`+retry`) and the samples (`+agree`).
     let climbs = escalation.map_or(0, |e| {
-        let checks = u64::from(e.program) + u64::from(e.keep.is_some());
+        let keep = if e.keep.is_some() {
+            r2_allocator::Keep::MAX_PROGRAMS as u64
+        } else {
+            0
+        };
+        let checks = u64::from(e.program) + keep;
         pool.len() as u64 * (1 + checks + e.retries as u64 + e.samples as u64)
     });
     let calls = 2 * (subtasks + 2) + climbs;
@@ -480,6 +485,14 @@ mod tests {
         assert!(
             (checked - calls * per_call(input, 512)).abs() < 1e-12,
             "{checked}"
+        );
+        // `+keep`: the answer and up to three programs per model.
+        let (_, keep) = Escalation::split("fixed:a+keep").unwrap();
+        let kept = routed_worst(&pool, &exec, keep, 200);
+        let calls = 14.0 + 2.0 * (1.0 + 3.0);
+        assert!(
+            (kept - calls * per_call(input, 512)).abs() < 1e-12,
+            "{kept}"
         );
     }
 
