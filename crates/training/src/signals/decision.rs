@@ -78,18 +78,56 @@ pub fn cheapest_cascade(cases: &[CascadeCase], min_accuracy: f64) -> Option<Casc
     let never = cascade(cases, f64::INFINITY, f64::INFINITY);
     // "Never try" first: among equally cheap points the first is kept, and a pair of
     // thresholds that tries nothing is that point.
-    std::iter::once(never)
-        .chain(
+    cheapest(
+        std::iter::once(never).chain(
             grid.iter()
                 .flat_map(|&t| grid.iter().map(move |&k| (t, k)))
                 .map(|(t, k)| cascade(cases, t, k)),
-        )
+        ),
+        min_accuracy,
+    )
+}
+
+/// The cheapest of `points` with accuracy at least `min_accuracy`; among equally cheap ones
+/// the most accurate, then the first.
+pub fn cheapest(
+    points: impl Iterator<Item = CascadePoint>,
+    min_accuracy: f64,
+) -> Option<CascadePoint> {
+    points
         .filter(|p| p.accuracy + 1e-12 >= min_accuracy)
         .min_by(|a, b| {
             a.cost_per_item
                 .total_cmp(&b.cost_per_item)
                 .then(b.accuracy.total_cmp(&a.accuracy))
         })
+}
+
+/// The held-out outcome of a way of choosing thresholds: chosen on one half of `cases`
+/// (alternate cases), each half held to its own direct-on-the-large-model accuracy less
+/// `tolerance`, and run on the other, both ways, pooled. None when a half has no point
+/// meeting its target.
+pub fn held_out(
+    cases: &[CascadeCase],
+    tolerance: f64,
+    choose: impl Fn(&[CascadeCase], f64) -> Option<CascadePoint>,
+) -> Option<CascadePoint> {
+    let half =
+        |h: usize| -> Vec<CascadeCase> { cases.iter().skip(h).step_by(2).cloned().collect() };
+    let (a, b) = (half(0), half(1));
+    let pa = choose(&a, target_of(&a, tolerance))?;
+    let pb = choose(&b, target_of(&b, tolerance))?;
+    let on_b = cascade(&b, pa.try_at, pa.keep_at);
+    let on_a = cascade(&a, pb.try_at, pb.keep_at);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let mix = |x: f64, y: f64| (x * nb + y * na) / (na + nb).max(1.0);
+    Some(CascadePoint {
+        try_at: f64::NAN,
+        keep_at: f64::NAN,
+        accuracy: mix(on_b.accuracy, on_a.accuracy),
+        cost_per_item: mix(on_b.cost_per_item, on_a.cost_per_item),
+        kept: mix(on_b.kept, on_a.kept),
+    })
 }
 
 /// The two-threshold decision for one price profile, on out-of-fold probabilities.
@@ -212,30 +250,7 @@ pub fn decide(
                 })
                 .collect();
             let target = large_accuracy - tolerance;
-            let half = |h: usize| -> Vec<CascadeCase> {
-                cases.iter().skip(h).step_by(2).cloned().collect()
-            };
-            let (a, b) = (half(0), half(1));
-            // Each half is held to its own direct-on-the-large-model accuracy.
-            let held_out = match (
-                cheapest_cascade(&a, target_of(&a, tolerance)),
-                cheapest_cascade(&b, target_of(&b, tolerance)),
-            ) {
-                (Some(pa), Some(pb)) => {
-                    let on_b = cascade(&b, pa.try_at, pa.keep_at);
-                    let on_a = cascade(&a, pb.try_at, pb.keep_at);
-                    let (na, nb) = (a.len() as f64, b.len() as f64);
-                    let mix = |x: f64, y: f64| (x * nb + y * na) / (na + nb).max(1.0);
-                    Some(CascadePoint {
-                        try_at: f64::NAN,
-                        keep_at: f64::NAN,
-                        accuracy: mix(on_b.accuracy, on_a.accuracy),
-                        cost_per_item: mix(on_b.cost_per_item, on_a.cost_per_item),
-                        kept: mix(on_b.kept, on_a.kept),
-                    })
-                }
-                _ => None,
-            };
+            let held_out = held_out(&cases, tolerance, cheapest_cascade);
             chosen.push((name.clone(), cheapest_cascade(&cases, target), held_out));
         }
         reports.push(DecisionReport {

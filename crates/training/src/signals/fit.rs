@@ -17,7 +17,7 @@ use r2_pool::PoolConfig;
 use r2_signals::{out_of_fold, KeepFeature, KeepModel, Logistic, Observed, ProgramOutcome};
 use serde::Serialize;
 
-use super::decision::{cascade, target_of, CascadeCase, CascadePoint};
+use super::decision::{cascade, cheapest, held_out, CascadeCase, CascadePoint};
 use super::{rows, SignalRecord};
 use crate::labels::QuestionLabel;
 use crate::TrainingError;
@@ -59,15 +59,12 @@ pub struct KeepFit {
 /// `min_accuracy`; among equally cheap pairs, the most accurate, then the lowest try
 /// threshold.
 pub fn cheapest_keep(cases: &[CascadeCase], min_accuracy: f64) -> Option<CascadePoint> {
-    (0..=20)
-        .flat_map(|t| (0..=100).map(move |k| (f64::from(t) / 20.0, f64::from(k) / 100.0)))
-        .map(|(t, k)| cascade(cases, t, k))
-        .filter(|p| p.accuracy + 1e-12 >= min_accuracy)
-        .min_by(|a, b| {
-            a.cost_per_item
-                .total_cmp(&b.cost_per_item)
-                .then(b.accuracy.total_cmp(&a.accuracy))
-        })
+    cheapest(
+        (0..=20)
+            .flat_map(|t| (0..=100).map(move |k| (f64::from(t) / 20.0, f64::from(k) / 100.0)))
+            .map(|(t, k)| cascade(cases, t, k)),
+        min_accuracy,
+    )
 }
 
 /// What a keep decision is fitted on and for.
@@ -165,31 +162,7 @@ pub fn fit_keep(inputs: &FitInputs<'_>) -> Result<KeepFit, TrainingError> {
             100.0 * target
         ))
     })?;
-    let half =
-        |h: usize| -> Vec<CascadeCase> { cases.iter().skip(h).step_by(2).cloned().collect() };
-    let (a, b) = (half(0), half(1));
-    // Each half is held to its own direct-on-the-large-model accuracy.
-    let held_out = match (
-        cheapest_keep(&a, target_of(&a, tolerance)),
-        cheapest_keep(&b, target_of(&b, tolerance)),
-    ) {
-        (Some(pa), Some(pb)) => {
-            let (on_b, on_a) = (
-                cascade(&b, pa.try_at, pa.keep_at),
-                cascade(&a, pb.try_at, pb.keep_at),
-            );
-            let (na, nb) = (a.len() as f64, b.len() as f64);
-            let mix = |u: f64, v: f64| (u * nb + v * na) / (na + nb);
-            Some(CascadePoint {
-                try_at: f64::NAN,
-                keep_at: f64::NAN,
-                accuracy: mix(on_b.accuracy, on_a.accuracy),
-                cost_per_item: mix(on_b.cost_per_item, on_a.cost_per_item),
-                kept: mix(on_b.kept, on_a.kept),
-            })
-        }
-        _ => None,
-    };
+    let held_out = held_out(&cases, tolerance, cheapest_keep);
     let model = KeepModel {
         model: small.to_string(),
         features,

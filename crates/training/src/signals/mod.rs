@@ -244,19 +244,20 @@ pub async fn collect(
         None
     };
 
+    let mut record = SignalRecord {
+        id: label.id.clone(),
+        model: id,
+        correct,
+        answer,
+        confidence: answered.response.confidence(),
+        min_confidence,
+        program,
+        agree: None,
+        judge: None,
+        usage,
+    };
     if checks == Checks::Keep {
-        return Ok(Some(SignalRecord {
-            id: label.id.clone(),
-            model: id,
-            correct,
-            answer,
-            confidence: answered.response.confidence(),
-            min_confidence,
-            program,
-            agree: None,
-            judge: None,
-            usage,
-        }));
+        return Ok(Some(record));
     }
     let mut agreeing = 0;
     for k in 1..=SAMPLES {
@@ -266,11 +267,11 @@ pub async fn collect(
             seed: k as u64,
         };
         let c = call(model, again).await?;
-        add_usage(&mut usage, "agree", pool, &c);
+        add_usage(&mut record.usage, "agree", pool, &c);
         agreeing += usize::from(same_answer(
             family,
             &final_answer(family, &c.response.text),
-            &answer,
+            &record.answer,
         ));
     }
 
@@ -278,7 +279,7 @@ pub async fn collect(
         let mut asked = GenRequest::new(judge_messages(question, &answered.response.text), 1);
         asked.sampling = Sampling::Greedy;
         let c = call(model + 1, asked).await?;
-        add_usage(&mut usage, "judge", pool, &c);
+        add_usage(&mut record.usage, "judge", pool, &c);
         let mut j = verdict(&c);
         j.model = pool.id(model + 1).to_string();
         Some(j)
@@ -286,18 +287,9 @@ pub async fn collect(
         None
     };
 
-    Ok(Some(SignalRecord {
-        id: label.id.clone(),
-        model: id,
-        correct,
-        answer,
-        confidence: answered.response.confidence(),
-        min_confidence,
-        program,
-        agree: Some(agreeing as f64 / SAMPLES as f64),
-        judge,
-        usage,
-    }))
+    record.agree = Some(agreeing as f64 / SAMPLES as f64);
+    record.judge = judge;
+    Ok(Some(record))
 }
 
 /// Appends one record as one line and flushes it.
